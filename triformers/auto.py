@@ -1,0 +1,96 @@
+"""The Auto API: a checkpoint's `model_type` picks the dialect, the dialect's family picks the model.
+
+Each `AutoModelFor...` is a thin pointer: (the families it accepts, the head it attaches).
+`register(dialect)` (from triformers.dialects) makes a user's own dialect loadable by all of them.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+
+from . import hub
+from .checkpoint import read_config
+from .config import ModelConfig
+from .dialects import get_dialect
+from .errors import ConfigError
+from .models import FAMILIES, TransformerModel
+from .tokenization import AutoTokenizer  # noqa: F401  (re-exported)
+
+
+class AutoConfig:
+    @staticmethod
+    def from_pretrained(name_or_path: str | os.PathLike, revision: str | None = None, **overrides: Any) -> ModelConfig:
+        """Read config.json through its dialect; overrides use the checkpoint's own key names."""
+        _, config = read_config(hub.resolve(name_or_path, revision=revision), overrides)
+        return config
+
+    @staticmethod
+    def for_model(model_type: str, **hf_keys: Any) -> ModelConfig:
+        """A config from scratch, e.g. AutoConfig.for_model("bert", hidden_size=256, num_hidden_layers=4)."""
+        return get_dialect(model_type).config_from_hf(hf_keys, f"AutoConfig.for_model({model_type!r})")
+
+
+class _AutoModel:
+    families: tuple[str, ...] = ("encoder", "decoder", "encoder-decoder")
+    head: dict[str, str | None] = {}  # family -> head
+
+    @classmethod
+    def _family(cls, config: ModelConfig, where: str) -> type[TransformerModel]:
+        family = get_dialect(config.model_type).family
+        if family not in cls.families:
+            raise ConfigError(f"{where}: {cls.__name__} takes {' or '.join(cls.families)} models; "
+                              f"model_type {config.model_type!r} is a {family} model")
+        return FAMILIES[family]
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike, *, revision: str | None = None,
+                        dtype: torch.dtype | str | None = None, ignore_mismatched_sizes: bool = False,
+                        **config_overrides: Any) -> TransformerModel:
+        """Load weights and config; the model comes back in eval mode."""
+        folder = hub.resolve(name_or_path, revision=revision)
+        _, config = read_config(folder, config_overrides)
+        model_cls = cls._family(config, str(folder / "config.json"))
+        return model_cls.from_pretrained(folder, head=cls.head.get(model_cls.family), dtype=dtype,
+                                         ignore_mismatched_sizes=ignore_mismatched_sizes, **config_overrides)
+
+    @classmethod
+    def from_config(cls, config: ModelConfig, dtype: torch.dtype | None = None) -> TransformerModel:
+        """A randomly initialised model of this kind."""
+        model_cls = cls._family(config, "from_config")
+        return model_cls.from_config(config, head=cls.head.get(model_cls.family), dtype=dtype)
+
+
+class AutoModel(_AutoModel):
+    """The body alone: hidden states (and the pooler output where the dialect has one)."""
+
+
+class AutoModelForMaskedLM(_AutoModel):
+    families = ("encoder",)
+    head = {"encoder": "mlm"}
+
+
+class AutoModelForCausalLM(_AutoModel):
+    families = ("decoder",)
+    head = {"decoder": "lm"}
+
+
+class AutoModelForSeq2SeqLM(_AutoModel):
+    families = ("encoder-decoder",)
+    head = {"encoder-decoder": "lm"}
+
+
+class AutoModelForSequenceClassification(_AutoModel):
+    head = {family: "sequence_classification" for family in _AutoModel.families}
+
+
+class AutoModelForTokenClassification(_AutoModel):
+    families = ("encoder",)
+    head = {"encoder": "token_classification"}
+
+
+class AutoModelForQuestionAnswering(_AutoModel):
+    families = ("encoder",)
+    head = {"encoder": "question_answering"}

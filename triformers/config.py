@@ -1,0 +1,140 @@
+"""ModelConfig: the sizes and variant flags of a transformer, named for what the layers do.
+
+A config says *how* the layers behave (norm placement, position scheme, gated MLP, ...), never *which*
+model it is; a dialect (see `triformers/dialects/`) translates a checkpoint's config.json into these
+flags and back. Keys of the original config.json that triformers does not use are kept in `extra`,
+so that saving writes them back unchanged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ConfigError
+
+NORMS = ("layernorm", "rms")
+PLACEMENTS = ("pre", "post")
+POSITIONS = ("learned", "relative", "alibi", "none")
+ACTIVATIONS = ("gelu", "gelu_tanh", "relu", "silu")
+
+
+@dataclass
+class ModelConfig:
+    """Sizes and variant flags of one transformer (any family)."""
+
+    model_type: str  # the dialect that reads and writes this config (bert, gpt2, t5, ...)
+    vocab_size: int
+    hidden_size: int
+    num_layers: int  # encoder layers (or decoder layers of a decoder-only model)
+    num_heads: int
+    intermediate_size: int
+    head_dim: int | None = None  # None: hidden_size // num_heads (T5 allows others)
+    num_decoder_layers: int | None = None  # encoder-decoder only; None: num_layers
+    max_positions: int = 0  # learned position table size; 0 for models without one
+    position_offset: int = 0  # learned positions start here (BART: 2); RoBERTa counts from pad+1
+    positions_from_padding: bool = False  # RoBERTa: positions count non-pad tokens, starting at pad+1
+    type_vocab_size: int = 0  # BERT token types; 0 = none
+    norm: str = "layernorm"  # layernorm | rms (T5: fp32 variance, no mean, no bias)
+    norm_eps: float = 1e-5
+    norm_placement: str = "post"  # post (BERT, BART) | pre (GPT-2, BLOOM, T5)
+    final_norm: bool = False  # a norm after the last block (pre-norm models)
+    embedding_norm: bool = False  # LayerNorm right after the embeddings (BERT, BLOOM, BART)
+    embedding_scale: float = 1.0  # token embeddings multiplied by this (BART scale_embedding: sqrt(d))
+    positions: str = "learned"  # learned | relative (T5 buckets) | alibi (BLOOM) | none
+    relative_buckets: int = 32
+    relative_max_distance: int = 128
+    activation: str = "gelu"  # gelu (erf) | gelu_tanh | relu | silu
+    gated_mlp: bool = False  # T5 v1.1: act(x W_gate) * (x W_up)
+    scale_attention: bool = True  # multiply q.k by 1/sqrt(head_dim); T5 does not
+    bias: bool = True  # linear layers (and LayerNorms) have biases
+    tie_word_embeddings: bool = True  # the LM head reuses the token embedding matrix
+    output_scale: float = 1.0  # hidden states scaled before a tied LM head (T5 v1.0: d_model**-0.5)
+    final_logits_bias: bool = False  # BART: a bias vector added to the LM logits
+    mlp_down_fp32: bool = False  # T5: keep the MLP output projection in fp32 under half precision
+    pooler: bool = False  # BERT pooler (dense + tanh on the first token)
+    classifier: str = "linear"  # linear | pooled | dense_tanh: how sequence classification reads out
+    classifier_token: str = "first"  # first | last (last non-pad) | eos (last EOS): the token classified
+    dropout: float = 0.1
+    attention_dropout: float = 0.1
+    classifier_dropout: float | None = None
+    initializer_range: float = 0.02
+    pad_token_id: int | None = None
+    bos_token_id: int | None = None
+    eos_token_id: int | list[int] | None = None
+    decoder_start_token_id: int | None = None
+    forced_bos_token_id: int | None = None
+    forced_eos_token_id: int | None = None
+    num_labels: int = 2
+    id2label: dict[int, str] = field(default_factory=dict)
+    problem_type: str | None = None  # regression | single_label_classification | multi_label_classification
+    extra: dict[str, Any] = field(default_factory=dict)  # config.json keys triformers does not use
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    @property
+    def inner_dim(self) -> int:
+        """Width of the concatenated attention heads."""
+        return self.num_heads * self.attention_head_dim
+
+    @property
+    def attention_head_dim(self) -> int:
+        return self.head_dim if self.head_dim is not None else self.hidden_size // self.num_heads
+
+    @property
+    def decoder_layers(self) -> int:
+        return self.num_decoder_layers if self.num_decoder_layers is not None else self.num_layers
+
+    @property
+    def label2id(self) -> dict[str, int]:
+        return {label: i for i, label in self.labels().items()}
+
+    def labels(self) -> dict[int, str]:
+        return self.id2label or {i: f"LABEL_{i}" for i in range(self.num_labels)}
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the first field whose value cannot make a model."""
+        where = f"config ({self.model_type})"
+        for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"{where}: {name} must be a positive integer, got {value!r}")
+        for name in ("head_dim", "num_decoder_layers"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
+                raise ConfigError(f"{where}: {name} must be a positive integer or None, got {value!r}")
+        for name in ("max_positions", "type_vocab_size", "position_offset"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ConfigError(f"{where}: {name} must be a non-negative integer, got {value!r}")
+        if self.head_dim is None and self.hidden_size % self.num_heads:
+            raise ConfigError(
+                f"{where}: hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}"
+            )
+        checks = (("norm", NORMS), ("norm_placement", PLACEMENTS), ("positions", POSITIONS),
+                  ("activation", ACTIVATIONS))
+        for name, allowed in checks:
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"{where}: {name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if self.positions == "learned" and self.max_positions <= 0:
+            raise ConfigError(f"{where}: learned positions need max_positions > 0")
+        for name in ("dropout", "attention_dropout"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not 0 <= value < 1:
+                raise ConfigError(f"{where}: {name} must be in [0, 1), got {value!r}")
+        if not isinstance(self.num_labels, int) or self.num_labels <= 0:
+            raise ConfigError(f"{where}: num_labels must be a positive integer, got {self.num_labels!r}")
+        if not isinstance(self.norm_eps, (int, float)) or not self.norm_eps > 0:
+            raise ConfigError(f"{where}: norm_eps must be a positive number, got {self.norm_eps!r}")
+
+    def replace(self, **changes: Any) -> ModelConfig:
+        """A copy with some fields changed (validated)."""
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise ConfigError(f"unknown ModelConfig fields: {sorted(unknown)}")
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

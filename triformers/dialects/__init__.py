@@ -1,0 +1,30 @@
+"""Checkpoint dialects, keyed by config.json's `model_type`; `register` adds a user's own."""
+
+from __future__ import annotations
+
+from ..errors import ConfigError
+from .base import Dialect, Rule, fused, read, transposed
+from .bert import BertDialect, RobertaDialect
+
+DIALECTS: dict[str, Dialect] = {}
+
+
+def register(dialect: Dialect) -> Dialect:
+    """Make a dialect loadable by its model_type through every Auto class."""
+    if not getattr(dialect, "model_type", None) or getattr(dialect, "family", None) not in (
+            "encoder", "decoder", "encoder-decoder"):
+        raise ConfigError(f"{dialect!r}: a dialect needs a model_type and a family (encoder, decoder, encoder-decoder)")
+    DIALECTS[dialect.model_type] = dialect
+    return dialect
+
+
+def get_dialect(model_type: str, where: str = "config") -> Dialect:
+    if model_type not in DIALECTS:
+        raise ConfigError(f"{where}: unknown model_type {model_type!r}; supported: {', '.join(sorted(DIALECTS))}")
+    return DIALECTS[model_type]
+
+
+for _dialect in (BertDialect(), RobertaDialect()):
+    register(_dialect)
+
+__all__ = ["Dialect", "Rule", "fused", "transposed", "read", "register", "get_dialect", "DIALECTS"]

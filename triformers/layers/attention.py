@@ -1,0 +1,93 @@
+"""Multi-head attention on `scaled_dot_product_attention`, with a preallocated KV cache.
+
+Self-attention projects q, k and v with one fused matrix (`qkv`); cross-attention projects q from the
+decoder and k, v (fused `kv`) from the encoder output, once per generation (cached in `KVCache.cross`).
+Every position scheme, padding and causality arrive as one additive float mask, so the module is the
+same for BERT, GPT-2, BLOOM, T5 and BART.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class KVCache:
+    """Keys and values of past positions, preallocated for the whole generation.
+
+    `k[layer]` is (B, heads, max_length, head_dim); a step writes its new positions in place and
+    attention reads the prefix `[:length]` as a view, so decoding never concatenates tensors.
+    """
+
+    def __init__(self, num_layers: int, batch: int, heads: int, head_dim: int, max_length: int,
+                 dtype: torch.dtype, device: torch.device | str = "cpu"):
+        shape = (num_layers, batch, heads, max_length, head_dim)
+        self.k = torch.zeros(shape, dtype=dtype, device=device)
+        self.v = torch.zeros(shape, dtype=dtype, device=device)
+        self.length = 0  # positions already stored
+        self.max_length = max_length
+        self.cross: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * num_layers
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        start, end = self.length, self.length + k.shape[2]
+        if end > self.max_length:
+            raise RuntimeError(f"KV cache full: {end} positions needed, {self.max_length} allocated")
+        self.k[layer, :, :, start:end] = k
+        self.v[layer, :, :, start:end] = v
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+
+    def advance(self, steps: int) -> None:
+        self.length += steps
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """Select batch rows (beam search keeps the cache of the beams it keeps)."""
+        self.k = self.k.index_select(1, index)
+        self.v = self.v.index_select(1, index)
+        self.cross = [None if kv is None else (kv[0].index_select(0, index), kv[1].index_select(0, index))
+                      for kv in self.cross]
+
+
+class Attention(nn.Module):
+    def __init__(self, hidden_size: int, num_heads: int, head_dim: int, bias: bool, scale: bool,
+                 dropout: float, cross: bool = False):
+        super().__init__()
+        inner = num_heads * head_dim
+        self.num_heads, self.head_dim, self.cross = num_heads, head_dim, cross
+        self.scale = None if scale else 1.0  # None: SDPA's 1/sqrt(head_dim)
+        self.dropout = dropout
+        if cross:
+            self.q = nn.Linear(hidden_size, inner, bias=bias)
+            self.kv = nn.Linear(hidden_size, 2 * inner, bias=bias)
+        else:
+            self.qkv = nn.Linear(hidden_size, 3 * inner, bias=bias)
+        self.out = nn.Linear(inner, hidden_size, bias=bias)
+
+    def _heads(self, x: torch.Tensor, parts: int) -> tuple[torch.Tensor, ...]:
+        B, T, _ = x.shape
+        x = x.view(B, T, parts, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (parts, B, nh, T, hd)
+        return tuple(x)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, *, is_causal: bool = False,
+                context: torch.Tensor | None = None, cache: KVCache | None = None,
+                layer: int = 0) -> torch.Tensor:
+        """x: (B, T, H); mask: additive float (B|1, nh|1, T, Tk) or None; context: encoder output."""
+        if self.cross:
+            (q,) = self._heads(self.q(x), 1)
+            cached = cache.cross[layer] if cache is not None else None
+            if cached is None:
+                k, v = self._heads(self.kv(context), 2)
+                if cache is not None:
+                    cache.cross[layer] = (k, v)
+            else:
+                k, v = cached
+        else:
+            q, k, v = self._heads(self.qkv(x), 3)
+            if cache is not None:
+                k, v = cache.update(layer, k, v)
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0,
+            is_causal=is_causal and mask is None, scale=self.scale,
+        )  # (B, nh, T, hd)
+        B, _, T, _ = y.shape
+        return self.out(y.transpose(1, 2).reshape(B, T, self.num_heads * self.head_dim))

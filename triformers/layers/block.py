@@ -1,0 +1,171 @@
+"""The MLP, the transformer block, and the stack of blocks every family is built from.
+
+A `Stack` is an encoder (bidirectional), a decoder (causal), or a decoder with cross-attention; its
+flags come from ModelConfig: norm placement (post: BERT/BART; pre: GPT-2/BLOOM/T5), positions
+(learned table, T5 relative buckets, ALiBi), embedding norm, final norm. Token embeddings belong to
+the model, so that an encoder-decoder can share one matrix between its two stacks and the LM head.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import ModelConfig
+from .attention import Attention, KVCache
+from .norms import make_norm
+from .positions import RelativePositionBias, alibi_bias
+
+ACTIVATIONS = {
+    "gelu": F.gelu,
+    "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "relu": F.relu,
+    "silu": F.silu,
+}
+
+
+class MLP(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        H, inner = config.hidden_size, config.intermediate_size
+        self.up = nn.Linear(H, inner, bias=config.bias)
+        self.gate = nn.Linear(H, inner, bias=config.bias) if config.gated_mlp else None
+        self.down = nn.Linear(inner, H, bias=config.bias)
+        self.act = ACTIVATIONS[config.activation]
+        self.drop = nn.Dropout(config.dropout)
+        self.down_fp32 = config.mlp_down_fp32
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.act(self.gate(x)) * self.up(x) if self.gate is not None else self.act(self.up(x))
+        h = self.drop(h)
+        if self.down_fp32 and h.dtype != self.down.weight.dtype:  # T5 keeps `wo` in fp32
+            return self.down(h.to(self.down.weight.dtype)).to(x.dtype)
+        return self.down(h)
+
+
+class Block(nn.Module):
+    def __init__(self, config: ModelConfig, cross: bool = False):
+        super().__init__()
+        norm = lambda: make_norm(config.norm, config.hidden_size, config.norm_eps, config.bias)  # noqa: E731
+        head_dim = config.attention_head_dim
+        self.attn = Attention(config.hidden_size, config.num_heads, head_dim, config.bias,
+                              config.scale_attention, config.attention_dropout)
+        self.attn_norm = norm()
+        if cross:
+            self.cross_attn = Attention(config.hidden_size, config.num_heads, head_dim, config.bias,
+                                        config.scale_attention, config.attention_dropout, cross=True)
+            self.cross_norm = norm()
+        else:
+            self.cross_attn = None
+        self.mlp = MLP(config)
+        self.mlp_norm = norm()
+        self.pre_norm = config.norm_placement == "pre"
+        self.drop = nn.Dropout(config.dropout)
+
+    def _residual(self, x: torch.Tensor, norm: nn.Module, sublayer) -> torch.Tensor:
+        if self.pre_norm:
+            return x + self.drop(sublayer(norm(x)))
+        return norm(x + self.drop(sublayer(x)))
+
+    def forward(self, x, mask, *, is_causal=False, context=None, context_mask=None, cache=None, layer=0):
+        x = self._residual(x, self.attn_norm,
+                           lambda h: self.attn(h, mask, is_causal=is_causal, cache=cache, layer=layer))
+        if self.cross_attn is not None:
+            x = self._residual(x, self.cross_norm,
+                               lambda h: self.cross_attn(h, context_mask, context=context, cache=cache, layer=layer))
+        return self._residual(x, self.mlp_norm, self.mlp)
+
+
+def padding_bias(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(B, Tk) 1/0 mask -> (B, 1, 1, Tk) additive bias (0 to keep, dtype's min to drop)."""
+    return (1.0 - attention_mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min
+
+
+class Stack(nn.Module):
+    """Embedding extras + blocks + final norm; an encoder, a decoder, or a decoder with cross-attention."""
+
+    def __init__(self, config: ModelConfig, num_layers: int, causal: bool, cross: bool = False):
+        super().__init__()
+        H = config.hidden_size
+        self.config, self.causal = config, causal
+        self.positions = (nn.Embedding(config.max_positions + config.position_offset, H)
+                          if config.positions == "learned" else None)
+        self.token_types = nn.Embedding(config.type_vocab_size, H) if config.type_vocab_size else None
+        self.embed_norm = (make_norm(config.norm, H, config.norm_eps, config.bias)
+                           if config.embedding_norm else None)
+        self.rel_bias = (RelativePositionBias(config.relative_buckets, config.relative_max_distance,
+                                              config.num_heads, bidirectional=not causal)
+                         if config.positions == "relative" else None)
+        self.layers = nn.ModuleList(Block(config, cross) for _ in range(num_layers))
+        self.final_norm = make_norm(config.norm, H, config.norm_eps, config.bias) if config.final_norm else None
+        self.drop = nn.Dropout(config.dropout)
+
+    def position_ids(self, input_ids: torch.Tensor | None, attention_mask: torch.Tensor | None,
+                     T: int, past: int, device: torch.device) -> torch.Tensor:
+        config = self.config
+        if config.positions_from_padding:  # RoBERTa: count non-pad tokens, start after pad id
+            if input_ids is None:
+                raise ValueError("positions counted from padding need input_ids")
+            keep = input_ids.ne(config.pad_token_id).long()
+            return (keep.cumsum(1) + past) * keep + config.pad_token_id
+        return torch.arange(past, past + T, device=device)[None, :] + config.position_offset
+
+    def embed(self, embeds: torch.Tensor, input_ids=None, attention_mask=None, token_type_ids=None,
+              position_ids=None, past: int = 0) -> torch.Tensor:
+        """Token embeddings (B, T, H) -> block input: scale, add positions and types, norm, dropout."""
+        B, T, _ = embeds.shape
+        x = embeds * self.config.embedding_scale if self.config.embedding_scale != 1.0 else embeds
+        if self.positions is not None:
+            if position_ids is None:
+                position_ids = self.position_ids(input_ids, attention_mask, T, past, embeds.device)
+            x = x + self.positions(position_ids)
+        if self.token_types is not None:
+            if token_type_ids is None:
+                token_type_ids = torch.zeros(B, T, dtype=torch.long, device=embeds.device)
+            x = x + self.token_types(token_type_ids)
+        if self.embed_norm is not None:
+            x = self.embed_norm(x)
+        return self.drop(x)
+
+    def self_attention_mask(self, attention_mask: torch.Tensor | None, B: int, T: int, past: int,
+                            dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor | None, bool]:
+        """One additive mask for padding, causality and position bias; (None, causal) when SDPA can do it."""
+        Tk = past + T
+        bias = None
+        if self.rel_bias is not None:
+            bias = self.rel_bias(T, Tk, past).to(dtype)  # (1, nh, T, Tk)
+        if self.config.positions == "alibi":
+            mask2d = attention_mask if attention_mask is not None else torch.ones(B, Tk, dtype=torch.long, device=device)
+            bias = alibi_bias(mask2d, self.config.num_heads, dtype)  # (B, nh, 1, Tk)
+        padded = attention_mask is not None and not bool(attention_mask.all())
+        if bias is None and not padded:
+            if not self.causal or T == 1:
+                return None, False
+            if past == 0:
+                return None, True  # SDPA's own causal kernel
+        keep = torch.ones(1, 1, T, Tk, dtype=torch.bool, device=device)
+        if self.causal and T > 1:
+            keep = torch.ones(T, Tk, dtype=torch.bool, device=device).tril(past)[None, None]
+        if padded:
+            keep = keep & attention_mask[:, None, None, :].bool()
+        base = bias if bias is not None else torch.zeros((), dtype=dtype, device=device)
+        return torch.where(keep, base, torch.finfo(dtype).min), False
+
+    def forward(self, embeds: torch.Tensor, *, input_ids=None, attention_mask=None, token_type_ids=None,
+                position_ids=None, context=None, context_mask=None, cache: KVCache | None = None) -> torch.Tensor:
+        """embeds: (B, T, H) token embeddings; attention_mask: (B, past + T) 1 = keep; returns (B, T, H)."""
+        B, T, _ = embeds.shape
+        past = cache.length if cache is not None else 0
+        x = self.embed(embeds, input_ids, attention_mask, token_type_ids, position_ids, past)
+        mask, is_causal = self.self_attention_mask(attention_mask, B, T, past, x.dtype, x.device)
+        cross_mask = None
+        if context is not None and context_mask is not None and not bool(context_mask.all()):
+            cross_mask = padding_bias(context_mask, x.dtype)
+        for i, block in enumerate(self.layers):
+            x = block(x, mask, is_causal=is_causal, context=context, context_mask=cross_mask, cache=cache, layer=i)
+        if cache is not None:
+            cache.advance(T)
+        if self.final_norm is not None:
+            x = self.drop(self.final_norm(x))
+        return x

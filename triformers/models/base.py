@@ -1,0 +1,121 @@
+"""What every triformers model shares: loading, saving, initialisation and input checks.
+
+A model is one family class (EncoderModel, DecoderModel, EncoderDecoderModel) with an optional task
+`head`; `from_pretrained` reads a Hugging Face checkpoint through its dialect (see checkpoint.py).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from ..config import ModelConfig
+from ..errors import InputError
+from ..layers.norms import RMSNorm
+
+
+class TransformerModel(nn.Module):
+    family: ClassVar[str]
+    heads: ClassVar[tuple[str | None, ...]]
+
+    def __init__(self, config: ModelConfig, head: str | None = None):
+        super().__init__()
+        if head not in self.heads:
+            raise ValueError(f"{type(self).__name__} has no head {head!r}; choose one of {self.heads}")
+        self.config, self.head = config, head
+
+    # -- loading and saving -------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike, *, head: str | None = None,
+                        dtype: torch.dtype | None = None, revision: str | None = None,
+                        ignore_mismatched_sizes: bool = False, **config_overrides: Any) -> TransformerModel:
+        """Load a Hugging Face checkpoint (folder, cache, or hub id); the model is returned in eval()."""
+        from ..checkpoint import load_pretrained
+
+        return load_pretrained(cls, name_or_path, head=head, dtype=dtype, revision=revision,
+                               ignore_mismatched_sizes=ignore_mismatched_sizes, overrides=config_overrides)
+
+    @classmethod
+    def from_config(cls, config: ModelConfig, *, head: str | None = None, dtype: torch.dtype | None = None):
+        """A randomly initialised model (for pre-training or fine-tuning from scratch)."""
+        model = cls(config, head=head)
+        model.init_weights()
+        return model.to(dtype) if dtype is not None else model
+
+    def save_pretrained(self, folder: str | os.PathLike) -> None:
+        """Write config.json + model.safetensors that both triformers and transformers load."""
+        from ..checkpoint import save_pretrained
+
+        save_pretrained(self, folder)
+
+    # -- initialisation ---------------------------------------------------------------------------
+    def init_weights(self, modules=None) -> None:
+        std = self.config.initializer_range
+        for module in modules if modules is not None else self.modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(module.weight, std=std)
+                if getattr(module, "bias", None) is not None:
+                    nn.init.zeros_(module.bias)
+                if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+                    module.weight.data[module.padding_idx].zero_()
+            elif isinstance(module, (nn.LayerNorm, RMSNorm)):
+                nn.init.ones_(module.weight)
+                if getattr(module, "bias", None) is not None:
+                    nn.init.zeros_(module.bias)
+        for name, param in self.named_parameters(recurse=False):
+            if name.endswith("bias"):
+                nn.init.zeros_(param)
+
+    # -- conveniences -------------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.embed_tokens.weight.dtype
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embed_tokens
+
+    def max_length(self) -> int | None:
+        """How many positions a sequence may have (None when the position scheme has no limit)."""
+        config = self.config
+        if config.positions != "learned":
+            return None
+        if config.positions_from_padding:
+            return config.max_positions - config.pad_token_id - 1
+        return config.max_positions
+
+    def check_inputs(self, input_ids: torch.Tensor | None, attention_mask: torch.Tensor | None,
+                     name: str = "input_ids", past: int = 0) -> None:
+        """Clear errors for bad ids, masks and lengths, before they become torch index errors."""
+        if input_ids is None:
+            raise InputError(f"{name} is required")
+        if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2:
+            shape = tuple(input_ids.shape) if isinstance(input_ids, torch.Tensor) else type(input_ids).__name__
+            raise InputError(f"{name} must be a 2-D tensor (batch, length), got {shape}")
+        if input_ids.dtype not in (torch.long, torch.int, torch.int16, torch.uint8):
+            raise InputError(f"{name} must hold integer token ids, got {input_ids.dtype}")
+        if input_ids.numel() == 0:
+            raise InputError(f"{name} is empty (shape {tuple(input_ids.shape)})")
+        bad = (input_ids < 0) | (input_ids >= self.config.vocab_size)
+        if bool(bad.any()):
+            b, t = (int(i) for i in bad.nonzero()[0])
+            raise InputError(f"{name}[{b}, {t}] = {int(input_ids[b, t])} is outside the vocabulary "
+                             f"(0..{self.config.vocab_size - 1})")
+        limit = self.max_length()
+        if limit is not None and past + input_ids.shape[1] > limit:
+            raise InputError(f"{name} has {past + input_ids.shape[1]} positions but the model has at most "
+                             f"{limit}; truncate the input (e.g. tokenizer(..., truncation=True, max_length={limit}))")
+        if attention_mask is not None:
+            expected = (input_ids.shape[0], past + input_ids.shape[1])
+            if not isinstance(attention_mask, torch.Tensor) or tuple(attention_mask.shape) != expected:
+                got = tuple(attention_mask.shape) if isinstance(attention_mask, torch.Tensor) else attention_mask
+                raise InputError(f"attention_mask for {name} must have shape {expected}, got {got}")

@@ -1,0 +1,78 @@
+"""EncoderModel: the encoder-only family (BERT, RoBERTa), with its task heads.
+
+Heads: `mlm` (masked LM), `sequence_classification`, `token_classification`, `question_answering`
+(start/end logits), or None (hidden states and the pooler output, as transformers' AutoModel).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import ModelConfig
+from ..layers.block import Stack
+from .base import TransformerModel
+from .heads import (MLMHead, SequenceClassifier, select_token, sequence_classification_loss, span_loss,
+                    token_loss)
+from .outputs import ModelOutput
+
+
+class EncoderModel(TransformerModel):
+    family = "encoder"
+    heads = (None, "mlm", "sequence_classification", "token_classification", "question_answering")
+
+    def __init__(self, config: ModelConfig, head: str | None = None):
+        super().__init__(config, head)
+        H = config.hidden_size
+        self.embed_tokens = nn.Embedding(config.vocab_size, H, padding_idx=config.pad_token_id)
+        self.encoder = Stack(config, config.num_layers, causal=False)
+        pooled_head = head is None or (head == "sequence_classification" and config.classifier == "pooled")
+        self.pooler = nn.Linear(H, H) if config.pooler and pooled_head else None
+        self.mlm = MLMHead(config) if head == "mlm" else None
+        self.classifier = SequenceClassifier(config) if head == "sequence_classification" else None
+        if head in ("token_classification", "question_answering"):
+            p = config.classifier_dropout if config.classifier_dropout is not None else config.dropout
+            self.drop = nn.Dropout(p)
+            self.token_classifier = nn.Linear(H, config.num_labels if head == "token_classification" else 2)
+
+    def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None, start_positions: torch.Tensor | None = None,
+                end_positions: torch.Tensor | None = None) -> ModelOutput:
+        self.check_inputs(input_ids, attention_mask)
+        hidden = self.encoder(self.embed_tokens(input_ids), input_ids=input_ids, attention_mask=attention_mask,
+                              token_type_ids=token_type_ids, position_ids=position_ids)  # (B, T, H)
+        out = ModelOutput(last_hidden_state=hidden)
+        if self.pooler is not None:
+            out.pooler_output = torch.tanh(self.pooler(hidden[:, 0]))
+        if self.head == "mlm":
+            out.logits = self.mlm(hidden, self.embed_tokens.weight)
+            if labels is not None:
+                out.loss = token_loss(out.logits, labels)
+        elif self.head == "sequence_classification":
+            token = out.pooler_output if self.config.classifier == "pooled" else \
+                select_token(hidden, self.config.classifier_token, input_ids, self.config)
+            out.logits = self.classifier(token)
+            if labels is not None:
+                out.loss = sequence_classification_loss(out.logits, labels, self.config)
+        elif self.head == "token_classification":
+            out.logits = self.token_classifier(self.drop(hidden))
+            if labels is not None:
+                out.loss = token_loss(out.logits, labels)
+        elif self.head == "question_answering":
+            start, end = self.token_classifier(hidden).unbind(-1)
+            out.start_logits, out.end_logits = start.contiguous(), end.contiguous()
+            if start_positions is not None and end_positions is not None:
+                out.loss = span_loss(out.start_logits, out.end_logits, start_positions, end_positions)
+        return out
+
+    def embed(self, input_ids, attention_mask=None, pooling: str = "mean", normalize: bool = True):
+        """Sentence embeddings: mean (over non-pad tokens) or CLS pooling, optionally L2-normalised."""
+        hidden = self(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        if pooling == "cls":
+            vectors = hidden[:, 0]
+        else:
+            mask = (attention_mask if attention_mask is not None else torch.ones_like(input_ids))[..., None]
+            vectors = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+        return F.normalize(vectors, dim=-1) if normalize else vectors

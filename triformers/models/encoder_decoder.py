@@ -1,0 +1,86 @@
+"""EncoderDecoderModel: the sequence-to-sequence family (T5, flan-T5, BART).
+
+One token embedding matrix is shared by the encoder, the decoder and (when tied) the LM head.
+With labels and no decoder_input_ids, the decoder inputs are the labels shifted right behind
+`decoder_start_token_id`, -100 turned into pad, as transformers does.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import ModelConfig
+from ..errors import InputError
+from ..layers.attention import KVCache
+from ..layers.block import Stack
+from .base import TransformerModel
+from .heads import SequenceClassifier, select_token, sequence_classification_loss, token_loss
+from .outputs import ModelOutput
+
+
+def shift_right(labels: torch.Tensor, start_token_id: int, pad_token_id: int) -> torch.Tensor:
+    shifted = labels.new_full(labels.shape, start_token_id)
+    shifted[:, 1:] = labels[:, :-1]
+    return shifted.masked_fill(shifted == -100, pad_token_id)
+
+
+class EncoderDecoderModel(TransformerModel):
+    family = "encoder-decoder"
+    heads = (None, "lm", "sequence_classification")
+
+    def __init__(self, config: ModelConfig, head: str | None = "lm"):
+        super().__init__(config, head)
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        self.encoder = Stack(config, config.num_layers, causal=False)
+        self.decoder = Stack(config, config.decoder_layers, causal=True, cross=True)
+        untied = head == "lm" and not config.tie_word_embeddings
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False) if untied else None
+        if head == "lm" and config.final_logits_bias:
+            self.register_buffer("final_logits_bias", torch.zeros(1, config.vocab_size))
+        else:
+            self.final_logits_bias = None
+        self.classifier = SequenceClassifier(config) if head == "sequence_classification" else None
+
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        self.check_inputs(input_ids, attention_mask)
+        return self.encoder(self.embed_tokens(input_ids), input_ids=input_ids, attention_mask=attention_mask)
+
+    def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        if self.lm_head is not None:
+            logits = self.lm_head(hidden)
+        else:
+            logits = F.linear(hidden * self.config.output_scale, self.embed_tokens.weight)
+        return logits + self.final_logits_bias if self.final_logits_bias is not None else logits
+
+    def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+                decoder_input_ids: torch.Tensor | None = None, decoder_attention_mask: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None, encoder_outputs: torch.Tensor | None = None,
+                cache: KVCache | None = None, logits_to_keep: int = 0, check: bool = True) -> ModelOutput:
+        config = self.config
+        if encoder_outputs is None:
+            encoder_outputs = self.encode(input_ids, attention_mask)  # (B, S, H)
+        if decoder_input_ids is None:
+            if labels is not None and self.head == "lm":
+                decoder_input_ids = shift_right(labels, config.decoder_start_token_id, config.pad_token_id)
+            elif self.head == "sequence_classification" and input_ids is not None:
+                decoder_input_ids = shift_right(input_ids, config.decoder_start_token_id, config.pad_token_id)
+            else:
+                raise InputError("give decoder_input_ids (or labels, from which they are made)")
+        past = cache.length if cache is not None else 0
+        if check:
+            self.check_inputs(decoder_input_ids, decoder_attention_mask, "decoder_input_ids", past=past)
+        hidden = self.decoder(self.embed_tokens(decoder_input_ids), input_ids=decoder_input_ids,
+                              attention_mask=decoder_attention_mask, context=encoder_outputs,
+                              context_mask=attention_mask, cache=cache)  # (B, T, H)
+        out = ModelOutput(last_hidden_state=hidden, encoder_last_hidden_state=encoder_outputs)
+        if self.head == "lm":
+            out.logits = self.lm_logits(hidden[:, -logits_to_keep:] if logits_to_keep else hidden)
+            if labels is not None:
+                out.loss = token_loss(out.logits, labels)
+        elif self.head == "sequence_classification":
+            out.logits = self.classifier(select_token(hidden, "eos", input_ids, config))
+            if labels is not None:
+                out.loss = sequence_classification_loss(out.logits, labels, config)
+        return out

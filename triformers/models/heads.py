@@ -1,0 +1,113 @@
+"""Task heads and their losses, shared by the three families.
+
+Each head reads the body's hidden states; the losses follow transformers' conventions (labels -100
+ignored; regression when num_labels == 1; multi-label when labels are floats of shape (B, labels)).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import ModelConfig
+from ..errors import InputError
+from ..layers.block import ACTIVATIONS
+from ..layers.norms import make_norm
+
+
+class MLMHead(nn.Module):
+    """BERT/RoBERTa masked-LM head: dense -> activation -> norm -> (tied) vocabulary projection + bias."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        H = config.hidden_size
+        self.dense = nn.Linear(H, H)
+        self.act = ACTIVATIONS[config.activation]
+        self.norm = make_norm(config.norm, H, config.norm_eps)
+        self.decoder = None if config.tie_word_embeddings else nn.Linear(H, config.vocab_size, bias=False)
+        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+
+    def forward(self, hidden: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
+        h = self.norm(self.act(self.dense(hidden)))
+        weight = embedding if self.decoder is None else self.decoder.weight
+        return F.linear(h, weight, self.bias)
+
+
+class SequenceClassifier(nn.Module):
+    """Reads one token per sequence: `linear` (GPT-2 score), `pooled` (BERT: over the pooler output),
+    `dense_tanh` (RoBERTa/BART: dense -> tanh -> projection)."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        H, n = config.hidden_size, config.num_labels
+        self.kind = config.classifier
+        p = config.classifier_dropout if config.classifier_dropout is not None else config.dropout
+        self.drop = nn.Dropout(p)
+        if self.kind == "dense_tanh":
+            self.dense = nn.Linear(H, H)
+            self.out = nn.Linear(H, n)
+        else:
+            self.out = nn.Linear(H, n, bias=self.kind == "pooled")
+
+    def forward(self, token: torch.Tensor) -> torch.Tensor:
+        if self.kind == "dense_tanh":
+            token = torch.tanh(self.dense(self.drop(token)))
+        return self.out(self.drop(token))
+
+
+def select_token(hidden: torch.Tensor, how: str, input_ids: torch.Tensor | None, config: ModelConfig) -> torch.Tensor:
+    """(B, T, H) -> (B, H): the token a sequence classifier reads."""
+    if how == "first":
+        return hidden[:, 0]
+    B, T, _ = hidden.shape
+    if input_ids is None:
+        raise InputError("sequence classification on the last/EOS token needs input_ids")
+    positions = torch.arange(T, device=hidden.device)
+    if how == "last":  # last non-pad token, as transformers does for GPT-2
+        if config.pad_token_id is None:
+            index = torch.full((B,), T - 1, device=hidden.device)
+        else:
+            index = (positions * input_ids.ne(config.pad_token_id)).argmax(-1)
+    else:  # "eos": the last EOS token (BART)
+        eos = config.eos_token_id[0] if isinstance(config.eos_token_id, list) else config.eos_token_id
+        is_eos = input_ids.eq(eos)
+        if not bool(is_eos.any(-1).all()):
+            raise InputError("every sequence must contain an EOS token for BART sequence classification")
+        index = (positions * is_eos).argmax(-1)
+    return hidden[torch.arange(B, device=hidden.device), index]
+
+
+def sequence_classification_loss(logits: torch.Tensor, labels: torch.Tensor, config: ModelConfig) -> torch.Tensor:
+    problem = config.problem_type
+    if problem is None:
+        if config.num_labels == 1:
+            problem = "regression"
+        elif labels.dtype in (torch.long, torch.int):
+            problem = "single_label_classification"
+        else:
+            problem = "multi_label_classification"
+    if problem == "regression":
+        return F.mse_loss(logits.squeeze(-1).float(), labels.squeeze(-1).float())
+    if problem == "single_label_classification":
+        return F.cross_entropy(logits.float().view(-1, config.num_labels), labels.view(-1))
+    return F.binary_cross_entropy_with_logits(logits.float(), labels.float())
+
+
+def token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy over (B, T, V) logits with -100 ignored; computed in fp32."""
+    return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
+
+
+def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Next-token loss: position t predicts label t+1."""
+    return token_loss(logits[:, :-1], labels[:, 1:])
+
+
+def span_loss(start_logits, end_logits, start_positions, end_positions) -> torch.Tensor:
+    """Extractive QA: mean of start and end cross-entropies; positions outside the input are ignored."""
+    ignored = start_logits.shape[1]
+    start = start_positions.view(-1).clamp(0, ignored)
+    end = end_positions.view(-1).clamp(0, ignored)
+    return (F.cross_entropy(start_logits.float(), start, ignore_index=ignored)
+            + F.cross_entropy(end_logits.float(), end, ignore_index=ignored)) / 2
