@@ -5,6 +5,7 @@ from __future__ import annotations
 from ..errors import ConfigError
 from .base import Dialect, Rule, fused, read, transposed
 from .bert import BertDialect, RobertaDialect
+from .gpt2 import GPT2Dialect
 
 DIALECTS: dict[str, Dialect] = {}
 
@@ -24,7 +25,7 @@ def get_dialect(model_type: str, where: str = "config") -> Dialect:
     return DIALECTS[model_type]
 
 
-for _dialect in (BertDialect(), RobertaDialect()):
+for _dialect in (BertDialect(), RobertaDialect(), GPT2Dialect()):
     register(_dialect)
 
 __all__ = ["Dialect", "Rule", "fused", "transposed", "read", "register", "get_dialect", "DIALECTS"]
