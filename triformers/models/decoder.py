@@ -32,8 +32,9 @@ class DecoderModel(TransformerModel):
         self.classifier = SequenceClassifier(config) if head == "sequence_classification" else None
 
     def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        weight = self.lm_head.weight if self.lm_head is not None else self.embed_tokens.weight
-        return F.linear(hidden, weight)
+        if self.lm_head is not None:  # untied, or a quantized copy of the tied matrix
+            return self.lm_head(hidden)
+        return F.linear(hidden, self.embed_tokens.weight)
 
     def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
                 position_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None,
