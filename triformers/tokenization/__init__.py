@@ -1,0 +1,27 @@
+"""Tokenizers with transformers' API, backed by the `tokenizers` library.
+
+`AutoTokenizer.from_pretrained(path)` loads `tokenizer.json` or legacy vocab files (BERT's vocab.txt,
+GPT-2/RoBERTa/BART's vocab.json + merges.txt, T5's spiece.model); `train_tokenizer` trains a new
+WordPiece, byte-level BPE or Unigram tokenizer with a family's special tokens. Both give a `Tokenizer`
+whose calls, ids and saved folders match transformers' AutoTokenizer.
+"""
+
+from .batch import BatchEncoding
+from .tokenizer import Tokenizer
+from .training import train_tokenizer
+
+
+class AutoTokenizer:
+    """transformers-style entry point: `AutoTokenizer.from_pretrained(name_or_path, **overrides)`."""
+
+    def __init__(self) -> None:
+        raise TypeError("AutoTokenizer is not instantiated: use AutoTokenizer.from_pretrained(name_or_path)")
+
+    @staticmethod
+    def from_pretrained(
+        name_or_path: str, revision: str | None = None, cache_dir: str | None = None, **overrides
+    ) -> Tokenizer:
+        return Tokenizer.from_pretrained(name_or_path, revision=revision, cache_dir=cache_dir, **overrides)
+
+
+__all__ = ["AutoTokenizer", "BatchEncoding", "Tokenizer", "train_tokenizer"]

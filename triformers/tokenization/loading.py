@@ -1,0 +1,244 @@
+"""Tokenizer folders: read one into a `Tokenizer`, write one that transformers' AutoTokenizer loads.
+
+Reading follows transformers 5.x: `tokenizer.json` when present, else the legacy files of the family
+named by tokenizer_config.json `tokenizer_class` (or config.json `model_type`); special tokens from
+the family's defaults, then special_tokens_map.json, tokenizer_config.json and the caller's overrides.
+Writing derives the family flags (do_lower_case, add_prefix_space, extra_ids) from the backend itself,
+because transformers rebuilds the family's pipeline from those flags rather than from tokenizer.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from tokenizers import AddedToken
+
+from ..errors import ConfigError, TokenizerError
+from ..hub import read_json, resolve
+from . import converters as cv
+from .tokenizer import Tokenizer
+
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json + merges.txt", "spiece.model")
+# keys that describe the old files or run code; never carried into a saved tokenizer_config.json
+_DROPPED_KEYS = {
+    "auto_map",
+    "special_tokens_map_file",
+    "tokenizer_file",
+    "name_or_path",
+    "added_tokens_decoder",
+    "additional_special_tokens",
+    "extra_special_tokens",
+    "vocab_file",
+    "merges_file",
+}
+
+
+def _read_optional_json(path: Path, what: str) -> dict:
+    if not path.is_file():
+        return {}
+    try:
+        return read_json(path, what)
+    except ConfigError as err:
+        raise TokenizerError(str(err)) from None
+
+
+def load_folder(
+    name_or_path: str,
+    revision: str | None = None,
+    cache_dir: str | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> Tokenizer:
+    folder = resolve(name_or_path, revision=revision, cache_dir=cache_dir)
+    config_file = folder / "tokenizer_config.json"
+    config = {**_read_optional_json(config_file, "tokenizer config"), **(overrides or {})}
+    special_map = _read_optional_json(folder / "special_tokens_map.json", "special tokens map")
+    model_type = _read_optional_json(folder / "config.json", "model config").get("model_type")
+    family = cv.family_for(config.get("tokenizer_class"), model_type, config_file)
+    special = dict(family.specials) if family is not None else {}
+    for source in (special_map, config):  # config already holds the caller's overrides
+        special.update({k: v for k, v in source.items() if k in cv.SPECIAL_KEYS})
+    additional = list(
+        special.get("additional_special_tokens")
+        or config.get("additional_special_tokens")
+        or config.get("extra_special_tokens")
+        or []
+    )
+    if isinstance(additional, dict):  # transformers 4's named extras
+        additional = list(additional.values())
+
+    if (folder / "tokenizer.json").is_file():
+        backend = cv.load_tokenizer_json(folder / "tokenizer.json")
+        family = family or cv.GENERIC
+        post = None
+    elif (folder / "vocab.txt").is_file():
+        family = _check_family(family, cv.BERT, folder / "vocab.txt", config_file)
+        special = {**cv.BERT.specials, **special}
+        backend = cv.bert_from_vocab_txt(folder / "vocab.txt", {**config, "unk_token": _name(special["unk_token"])})
+        post = "bert"
+    elif (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file():
+        family = (
+            family
+            if family in (cv.GPT2, cv.ROBERTA)
+            else _check_family(family, cv.GPT2, folder / "vocab.json", config_file)
+        )
+        special = {**family.specials, **special}
+        backend = cv.byte_level_bpe(
+            folder / "vocab.json", folder / "merges.txt", bool(config.get("add_prefix_space", False))
+        )
+        post = family.name
+    elif (folder / "spiece.model").is_file():
+        family = _check_family(family, cv.T5, folder / "spiece.model", config_file)
+        special = {**cv.T5.specials, **special}
+        extra_ids = int(config.get("extra_ids", cv.T5_EXTRA_IDS))
+        backend, controls = cv.t5_from_spm(folder / "spiece.model", extra_ids)
+        sentinels = [f"<extra_id_{i}>" for i in range(extra_ids)]
+        if not any("<extra_id_" in _name(t) for t in additional):
+            additional = controls + [t for t in additional if _name(t) not in controls] + sentinels
+        post = "t5"
+    else:
+        present = sorted(p.name for p in folder.iterdir())[:20]
+        raise TokenizerError(
+            f"no tokenizer files in {folder}: expected one of {', '.join(TOKENIZER_FILES)}; found {present}"
+        )
+
+    if post is not None:  # legacy files: tokens the config pins to ids, in id order
+        for _index, token in sorted(config.get("added_tokens_decoder", {}).items(), key=lambda kv: int(kv[0])):
+            if backend.token_to_id(_name(token)) is None:
+                backend.add_tokens(
+                    [
+                        Tokenizer._as_added(token)
+                        if isinstance(token, dict) and token.get("special")
+                        else AddedToken(_name(token), normalized=False)
+                    ]
+                )
+    tokenizer = Tokenizer(
+        backend,
+        family,
+        special_tokens={k: v for k, v in special.items() if k in cv.SPECIAL_KEYS},
+        additional_special_tokens=additional,
+        model_max_length=config.get("model_max_length") or cv.VERY_LARGE_INTEGER,
+        padding_side=config.get("padding_side", "right"),
+        truncation_side=config.get("truncation_side", "right"),
+        clean_up_tokenization_spaces=config.get("clean_up_tokenization_spaces", False),
+        model_input_names=config.get("model_input_names"),
+        config={k: v for k, v in config.items() if k not in _DROPPED_KEYS and k not in cv.SPECIAL_KEYS},
+        name_or_path=str(name_or_path),
+    )
+    if post is not None:
+        set_post_processor(tokenizer, post, config)
+    return tokenizer
+
+
+def _name(token: Any) -> str:
+    return str(token["content"]) if isinstance(token, dict) else str(token)
+
+
+def _check_family(found: cv.Family | None, files: cv.Family, path: Path, config_file: Path) -> cv.Family:
+    if found is not None and found is not files and found is not cv.GENERIC:
+        raise TokenizerError(
+            f"{config_file} names a {found.hf_class} but the folder holds {path.name}, "
+            f"the vocabulary of a {files.hf_class}"
+        )
+    return files
+
+
+def set_post_processor(tokenizer: Tokenizer, family: str, config: dict) -> None:
+    """The special-token template a family wraps around each sequence (and pair)."""
+    t = tokenizer
+    if family == "bert":
+        t.backend.post_processor = cv.bert_post_processor(t.cls_token, t.cls_token_id, t.sep_token, t.sep_token_id)
+    elif family == "roberta":
+        t.backend.post_processor = cv.roberta_post_processor(
+            t.cls_token,
+            t.cls_token_id,
+            t.sep_token,
+            t.sep_token_id,
+            bool(config.get("add_prefix_space", False)),
+            bool(config.get("trim_offsets", True)),
+        )
+    elif family == "gpt2":
+        t.backend.post_processor = cv.gpt2_post_processor(
+            t.bos_token,
+            t.bos_token_id,
+            t.eos_token,
+            t.eos_token_id,
+            bool(config.get("add_bos_token", False)),
+            bool(config.get("add_eos_token", False)),
+        )
+    elif family == "t5":
+        t.backend.post_processor = cv.t5_post_processor(t.eos_token, t.eos_token_id)
+
+
+def _family_flags(tokenizer: Tokenizer) -> dict[str, Any]:
+    """The tokenizer_config.json flags from which transformers rebuilds this backend's pipeline."""
+    family = tokenizer.family
+    if family is cv.BERT:
+        norm = cv.backend_component(tokenizer.backend, "normalizer") or {}
+        if norm.get("type") != "BertNormalizer":
+            return {}
+        return {
+            "do_lower_case": norm["lowercase"],
+            "strip_accents": norm["strip_accents"],
+            "tokenize_chinese_chars": norm["handle_chinese_chars"],
+        }
+    if family in (cv.GPT2, cv.ROBERTA):
+        pre = cv.backend_component(tokenizer.backend, "pre_tokenizer") or {}
+        return {"add_prefix_space": bool(pre.get("add_prefix_space", False))}
+    if family is cv.T5:
+        return {"extra_ids": len(tokenizer.sentinel_ids)}
+    return {}
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_folder(tokenizer: Tokenizer, save_directory: str) -> list[str]:
+    folder = Path(save_directory)
+    if folder.exists() and not folder.is_dir():
+        raise TokenizerError(f"cannot save a tokenizer into {folder}: it is a file")
+    folder.mkdir(parents=True, exist_ok=True)
+    added = {
+        str(i): {
+            "content": t.content,
+            "lstrip": t.lstrip,
+            "normalized": t.normalized,
+            "rstrip": t.rstrip,
+            "single_word": t.single_word,
+            "special": t.special,
+        }
+        for i, t in sorted(tokenizer.backend.get_added_tokens_decoder().items())
+    }
+    config = {
+        **tokenizer.config,
+        "tokenizer_class": tokenizer.family.hf_class,
+        **_family_flags(tokenizer),
+        **{k: v for k, v in tokenizer.special_tokens_map.items() if k != "additional_special_tokens"},
+        "additional_special_tokens": tokenizer.additional_special_tokens,
+        "added_tokens_decoder": added,
+        "model_max_length": tokenizer.model_max_length,
+        "padding_side": tokenizer.padding_side,
+        "truncation_side": tokenizer.truncation_side,
+        "clean_up_tokenization_spaces": tokenizer.clean_up_tokenization_spaces,
+        "model_input_names": tokenizer.model_input_names,
+    }
+    files = {
+        "tokenizer.json": tokenizer.backend.to_str(pretty=True),
+        "tokenizer_config.json": json.dumps(config, indent=2, ensure_ascii=False),
+        "special_tokens_map.json": json.dumps(tokenizer.special_tokens_map, indent=2, ensure_ascii=False),
+    }
+    for name, text in files.items():
+        _write_atomic(folder / name, text + "\n")
+    return [str(folder / name) for name in files]

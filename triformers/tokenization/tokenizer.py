@@ -1,0 +1,390 @@
+"""`Tokenizer`: the transformers-compatible call surface over a `tokenizers.Tokenizer` backend.
+
+All tokenization is done by the `tokenizers` library; this file only maps transformers' arguments
+(padding, truncation, max_length, return_tensors, ...) onto the backend, keeps the named special
+tokens, and saves folders that transformers' AutoTokenizer loads with the same behaviour
+(reference: transformers 5.x `tokenization_utils_tokenizers.py` and `tokenization_utils_base.py`).
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from typing import Any, Iterable, Sequence
+
+import torch
+from tokenizers import AddedToken
+from tokenizers import Tokenizer as Backend
+
+from ..errors import TokenizerError
+from .batch import BatchEncoding
+from .converters import GENERIC, SPECIAL_KEYS, VERY_LARGE_INTEGER, Family
+from .specials import _content, _special_property, clean_up_tokenization
+
+LARGE_INTEGER = int(1e20)  # above this, model_max_length means "no limit" (as in transformers)
+PADDING = {False: None, "do_not_pad": None, True: "longest", "longest": "longest", "max_length": "max_length"}
+TRUNCATION = {
+    None: None,
+    False: None,
+    "do_not_truncate": None,
+    True: "longest_first",
+    "longest_first": "longest_first",
+    "only_first": "only_first",
+    "only_second": "only_second",
+}
+_SENTINEL = re.compile(r"<extra_id_(\d+)>")
+
+
+class Tokenizer:
+    """A fast tokenizer with transformers' API. Build with `from_pretrained` or `train_tokenizer`."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        family: Family = GENERIC,
+        special_tokens: dict[str, Any] | None = None,
+        additional_special_tokens: Iterable[Any] = (),
+        model_max_length: int = VERY_LARGE_INTEGER,
+        padding_side: str = "right",
+        truncation_side: str = "right",
+        clean_up_tokenization_spaces: bool = False,
+        model_input_names: Sequence[str] | None = None,
+        config: dict | None = None,
+        name_or_path: str = "",
+    ):
+        self.backend = backend
+        self.family = family
+        self.model_max_length = int(model_max_length)
+        self.padding_side = padding_side
+        self.truncation_side = truncation_side
+        self.clean_up_tokenization_spaces = bool(clean_up_tokenization_spaces)
+        self.model_input_names = list(model_input_names or family.model_input_names)
+        self.config = dict(config or {})  # other tokenizer_config.json keys, written back on save
+        self.name_or_path = name_or_path
+        self.pad_token_type_id = 0
+        self._special: dict[str, str | None] = dict.fromkeys(SPECIAL_KEYS)
+        self._additional: list[str] = []
+        named = {k: v for k, v in (special_tokens or {}).items() if v is not None}
+        self._add_special_tokens({**named, "additional_special_tokens": list(additional_special_tokens)})
+
+    # ---- construction -------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(
+        cls, name_or_path: str, revision: str | None = None, cache_dir: str | None = None, **overrides: Any
+    ) -> Tokenizer:
+        """Load `tokenizer.json` or legacy vocab files from a folder, the HF cache or the hub.
+
+        `overrides` are tokenizer_config.json keys (`padding_side="left"`, `pad_token="<pad>"`, ...).
+        """
+        from .loading import load_folder
+
+        return load_folder(name_or_path, revision=revision, cache_dir=cache_dir, overrides=overrides)
+
+    # ---- special tokens -----------------------------------------------------------------------
+    def _add_special_tokens(self, tokens: dict[str, Any], replace_additional: bool = True) -> int:
+        to_add: list[AddedToken] = []
+        for key, value in tokens.items():
+            if key in ("additional_special_tokens", "extra_special_tokens"):
+                values = list(value.values()) if isinstance(value, dict) else list(value or [])
+                names = [_content(v) for v in values]
+                self._additional = (
+                    names if replace_additional else self._additional + [n for n in names if n not in self._additional]
+                )
+                to_add += [self._as_added(v) for v in values]
+            elif key in SPECIAL_KEYS:
+                self._special[key] = _content(value)
+                if value is not None:
+                    to_add.append(self._as_added(value))
+            else:
+                raise TokenizerError(
+                    f"unknown special token key {key!r}; expected one of "
+                    f"{', '.join(SPECIAL_KEYS)} or additional_special_tokens"
+                )
+        known = {t.content for t in self.backend.get_added_tokens_decoder().values()}
+        fresh = [t for t in dict((t.content, t) for t in to_add).values() if t.content not in known]
+        return self.backend.add_special_tokens(fresh) if fresh else 0
+
+    @staticmethod
+    def _as_added(token: Any) -> AddedToken:
+        if isinstance(token, AddedToken):
+            return token
+        if isinstance(token, dict):
+            flags = {k: token[k] for k in ("single_word", "lstrip", "rstrip", "normalized") if k in token}
+            return AddedToken(str(token["content"]), **{"normalized": False, **flags}, special=True)
+        return AddedToken(str(token), special=True, normalized=False)
+
+    def add_special_tokens(
+        self, special_tokens_dict: dict[str, Any], replace_additional_special_tokens: bool = True
+    ) -> int:
+        """Set named special tokens (`{"pad_token": "[PAD]"}`); returns how many new ids were added."""
+        return self._add_special_tokens(special_tokens_dict, replace_additional_special_tokens)
+
+    def add_tokens(
+        self, new_tokens: str | AddedToken | Sequence[str | AddedToken], special_tokens: bool = False
+    ) -> int:
+        """Add tokens to the vocabulary (matched before the model runs); returns how many are new."""
+        if isinstance(new_tokens, (str, AddedToken)):
+            new_tokens = [new_tokens]
+        tokens = [
+            t if isinstance(t, AddedToken) else AddedToken(t, normalized=not special_tokens, special=special_tokens)
+            for t in new_tokens
+        ]
+        if special_tokens:
+            return self.backend.add_special_tokens(tokens)
+        return self.backend.add_tokens(tokens)
+
+    @property
+    def additional_special_tokens(self) -> list[str]:
+        return list(self._additional)
+
+    @property
+    def special_tokens_map(self) -> dict[str, Any]:
+        named = {k: v for k, v in self._special.items() if v is not None}
+        return {**named, **({"additional_special_tokens": list(self._additional)} if self._additional else {})}
+
+    @property
+    def all_special_tokens(self) -> list[str]:
+        """Named special tokens (bos, eos, unk, sep, pad, cls, mask order), then the additional ones."""
+        named = [v for v in self._special.values() if v is not None]
+        return list(dict.fromkeys(named + self._additional))
+
+    @property
+    def all_special_ids(self) -> list[int]:
+        return [self.convert_tokens_to_ids(t) for t in self.all_special_tokens]
+
+    @property
+    def sentinel_ids(self) -> list[int]:
+        """ids of `<extra_id_0>`, `<extra_id_1>`, ... in that order (T5 span corruption); [] if none."""
+        found = {}
+        for token, index in self.backend.get_vocab(with_added_tokens=True).items():
+            match = _SENTINEL.fullmatch(token)
+            if match:
+                found[int(match.group(1))] = index
+        return [found[n] for n in range(len(found)) if n in found]
+
+    def extra_id(self, n: int) -> int:
+        """id of the sentinel `<extra_id_n>`; TokenizerError if this tokenizer has none such."""
+        index = self.backend.token_to_id(f"<extra_id_{n}>")
+        if index is None:
+            count = len(self.sentinel_ids)
+            raise TokenizerError(f"this tokenizer has no sentinel <extra_id_{n}> (it has {count} sentinels)")
+        return index
+
+    # ---- vocabulary ---------------------------------------------------------------------------
+    @property
+    def vocab_size(self) -> int:
+        """Size of the base vocabulary, without added tokens (as in transformers)."""
+        return self.backend.get_vocab_size(with_added_tokens=False)
+
+    def __len__(self) -> int:
+        return self.backend.get_vocab_size(with_added_tokens=True)
+
+    def get_vocab(self) -> dict[str, int]:
+        return self.backend.get_vocab(with_added_tokens=True)
+
+    def convert_tokens_to_ids(self, tokens: str | Sequence[str]) -> int | None | list[int | None]:
+        if isinstance(tokens, str):
+            index = self.backend.token_to_id(tokens)
+            return index if index is not None else self.unk_token_id
+        return [self.convert_tokens_to_ids(t) for t in tokens]
+
+    def convert_ids_to_tokens(self, ids: int | Sequence[int], skip_special_tokens: bool = False) -> str | list[str]:
+        if isinstance(ids, int):
+            return self.backend.id_to_token(ids)
+        special = set(self.all_special_ids) if skip_special_tokens else set()
+        return [self.backend.id_to_token(int(i)) for i in ids if int(i) not in special]
+
+    def tokenize(self, text: str, pair: str | None = None, add_special_tokens: bool = False) -> list[str]:
+        return self.backend.encode(text, pair, add_special_tokens=add_special_tokens).tokens
+
+    def __repr__(self) -> str:
+        return (
+            f"Tokenizer(name_or_path={self.name_or_path!r}, family={self.family.name}, vocab_size={self.vocab_size}, "
+            f"len={len(self)}, model_max_length={self.model_max_length}, padding_side={self.padding_side!r}, "
+            f"special_tokens={self.special_tokens_map})"
+        )
+
+    # ---- encoding -----------------------------------------------------------------------------
+    def __call__(
+        self,
+        text: str | Sequence[str],
+        text_pair: str | Sequence[str] | None = None,
+        *,
+        padding: bool | str = False,
+        truncation: bool | str | None = None,
+        max_length: int | None = None,
+        stride: int = 0,
+        pad_to_multiple_of: int | None = None,
+        return_tensors: str | None = None,
+        return_token_type_ids: bool | None = None,
+        return_attention_mask: bool | None = None,
+        return_offsets_mapping: bool = False,
+        return_special_tokens_mask: bool = False,
+        return_length: bool = False,
+        add_special_tokens: bool = True,
+        padding_side: str | None = None,
+        is_split_into_words: bool = False,
+    ) -> BatchEncoding:
+        """Encode one text, a pair, or a batch, with transformers' arguments and defaults."""
+        batched = isinstance(text, (list, tuple)) and not (is_split_into_words and text and isinstance(text[0], str))
+        texts = list(text) if batched else [text]
+        if not batched and not text_pair:
+            text_pair = None  # transformers treats an empty single pair as no pair
+        if batched and isinstance(text_pair, str):
+            raise TokenizerError("for a batch of texts, text_pair must be a list of the same length, not a string")
+        if text_pair is not None:
+            pairs = list(text_pair) if batched else [text_pair]
+            if len(pairs) != len(texts):
+                raise TokenizerError(f"got {len(texts)} texts but {len(pairs)} text pairs")
+            inputs: list = list(zip(texts, pairs, strict=True))
+        else:
+            inputs = texts
+        for item in texts if text_pair is None else texts + pairs:
+            if not isinstance(item, (str, list, tuple)) or (not is_split_into_words and not isinstance(item, str)):
+                raise TokenizerError(f"text input must be a string or a list of strings, got {type(item).__name__}")
+        truncating = self._configure(padding, truncation, max_length, stride, pad_to_multiple_of, padding_side)
+        try:
+            encodings = self.backend.encode_batch(
+                inputs, add_special_tokens=add_special_tokens, is_pretokenized=is_split_into_words
+            )
+        except Exception as err:  # the backend reports truncation impossibilities as bare Exceptions
+            raise TokenizerError(f"tokenization failed: {err}") from None
+        finally:
+            self.backend.no_padding()
+            self.backend.no_truncation()
+        longest = max((len(e.ids) for e in encodings), default=0)
+        if not truncating and max_length is None and 0 < self.model_max_length < longest:
+            # transformers only warns here: the model's position table is the hard limit
+            warnings.warn(
+                f"Token indices sequence length is longer than the specified maximum sequence length "
+                f"for this model ({longest} > {self.model_max_length}). Running this sequence through "
+                f"the model will result in indexing errors",
+                stacklevel=2,
+            )
+        want_types = (
+            "token_type_ids" in self.model_input_names if return_token_type_ids is None else return_token_type_ids
+        )
+        want_mask = (
+            "attention_mask" in self.model_input_names if return_attention_mask is None else return_attention_mask
+        )
+        data: dict[str, list] = {"input_ids": [e.ids for e in encodings]}
+        if want_types:
+            data["token_type_ids"] = [e.type_ids for e in encodings]
+        if want_mask:
+            data["attention_mask"] = [e.attention_mask for e in encodings]
+        if return_special_tokens_mask:
+            data["special_tokens_mask"] = [e.special_tokens_mask for e in encodings]
+        if return_offsets_mapping:
+            data["offset_mapping"] = [[tuple(o) for o in e.offsets] for e in encodings]
+        if return_length:
+            data["length"] = [len(e.ids) for e in encodings]
+        return BatchEncoding(self._convert(data, batched, return_tensors), encodings)
+
+    def _configure(self, padding, truncation, max_length, stride, pad_to_multiple_of, padding_side) -> bool:
+        """Put transformers' padding/truncation arguments onto the backend for one call; True if truncating."""
+        if max_length is not None and (
+            isinstance(max_length, bool) or not isinstance(max_length, int) or max_length <= 0
+        ):
+            raise TokenizerError(f"max_length must be a positive int or None, got {max_length!r}")
+        if padding not in PADDING:
+            raise TokenizerError(f"padding must be one of {list(PADDING)}, got {padding!r}")
+        if truncation not in TRUNCATION:
+            raise TokenizerError(f"truncation must be one of {list(TRUNCATION)}, got {truncation!r}")
+        side = padding_side or self.padding_side
+        if side not in ("left", "right"):
+            raise TokenizerError(f"padding_side must be 'left' or 'right', got {side!r}")
+        if max_length is not None and padding is False and truncation is None:
+            truncation = "longest_first"  # transformers: max_length alone turns truncation on
+        pad, trunc = PADDING[padding], TRUNCATION[truncation]
+        if max_length is None:
+            limited = self.model_max_length <= LARGE_INTEGER
+            if pad == "max_length":
+                pad, max_length = ("max_length", self.model_max_length) if limited else (None, None)
+            if trunc is not None:
+                trunc, max_length = (trunc, self.model_max_length) if limited else (None, max_length)
+        if trunc is not None:
+            self.backend.enable_truncation(max_length, stride=stride, strategy=trunc, direction=self.truncation_side)
+        if pad is not None:
+            if self.pad_token_id is None:
+                raise TokenizerError(
+                    "padding needs a pad token: set tokenizer.pad_token "
+                    "(e.g. tokenizer.pad_token = tokenizer.eos_token)"
+                )
+            self.backend.enable_padding(
+                direction=side,
+                pad_id=self.pad_token_id,
+                pad_type_id=self.pad_token_type_id,
+                pad_token=self.pad_token,
+                pad_to_multiple_of=pad_to_multiple_of,
+                length=max_length if pad == "max_length" else None,
+            )
+        return trunc is not None
+
+    @staticmethod
+    def _convert(data: dict[str, list], batched: bool, return_tensors: str | None) -> dict[str, Any]:
+        if return_tensors is None:
+            return data if batched else {k: v[0] for k, v in data.items()}
+        if return_tensors != "pt":
+            raise TokenizerError(f"return_tensors must be None or 'pt', got {return_tensors!r}")
+        out = {}
+        for key, rows in data.items():
+            if key != "length" and len({len(r) for r in rows}) > 1:
+                raise TokenizerError(
+                    "sequences have different lengths: pass padding=True (and truncation=True) to return tensors"
+                )
+            out[key] = torch.tensor(rows, dtype=torch.long)
+        return out
+
+    def encode(
+        self, text: str, text_pair: str | None = None, add_special_tokens: bool = True, **kwargs: Any
+    ) -> list[int]:
+        """The ids of one text (or pair); keyword arguments as for a call."""
+        ids = self(text, text_pair, add_special_tokens=add_special_tokens, **kwargs)["input_ids"]
+        return ids
+
+    # ---- decoding -----------------------------------------------------------------------------
+    def decode(
+        self,
+        token_ids: int | Sequence[int] | torch.Tensor,
+        skip_special_tokens: bool = False,
+        clean_up_tokenization_spaces: bool | None = None,
+    ) -> str:
+        if isinstance(token_ids, torch.Tensor):
+            token_ids = token_ids.tolist()
+        if isinstance(token_ids, int):
+            token_ids = [token_ids]
+        text = self.backend.decode([int(i) for i in token_ids], skip_special_tokens=skip_special_tokens)
+        return self._clean(text, clean_up_tokenization_spaces)
+
+    def batch_decode(
+        self,
+        sequences: Sequence[Sequence[int]] | torch.Tensor,
+        skip_special_tokens: bool = False,
+        clean_up_tokenization_spaces: bool | None = None,
+    ) -> list[str]:
+        if isinstance(sequences, torch.Tensor):
+            sequences = sequences.tolist()
+        texts = self.backend.decode_batch(
+            [[int(i) for i in s] for s in sequences], skip_special_tokens=skip_special_tokens
+        )
+        return [self._clean(t, clean_up_tokenization_spaces) for t in texts]
+
+    def _clean(self, text: str, clean_up: bool | None) -> str:
+        clean_up = self.clean_up_tokenization_spaces if clean_up is None else clean_up
+        # transformers skips the clean-up for BPE models: it would delete real spaces before punctuation
+        if clean_up and type(self.backend.model).__name__ != "BPE":
+            return clean_up_tokenization(text)
+        return text
+
+    # ---- saving -------------------------------------------------------------------------------
+    def save_pretrained(self, save_directory: str) -> list[str]:
+        """Write tokenizer.json, tokenizer_config.json and special_tokens_map.json (each atomically)."""
+        from .loading import save_folder
+
+        return save_folder(self, save_directory)
+
+
+for _key in SPECIAL_KEYS:
+    _token_property, _id_property = _special_property(_key)
+    setattr(Tokenizer, _key, _token_property)
+    setattr(Tokenizer, f"{_key}_id", _id_property)
