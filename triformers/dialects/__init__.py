@@ -5,6 +5,7 @@ from __future__ import annotations
 from ..errors import ConfigError
 from .base import Dialect, Rule, fused, read, transposed
 from .bert import BertDialect, RobertaDialect
+from .bloom import BloomDialect
 from .gpt2 import GPT2Dialect
 
 DIALECTS: dict[str, Dialect] = {}
@@ -25,7 +26,7 @@ def get_dialect(model_type: str, where: str = "config") -> Dialect:
     return DIALECTS[model_type]
 
 
-for _dialect in (BertDialect(), RobertaDialect(), GPT2Dialect()):
+for _dialect in (BertDialect(), RobertaDialect(), GPT2Dialect(), BloomDialect()):
     register(_dialect)
 
 __all__ = ["Dialect", "Rule", "fused", "transposed", "read", "register", "get_dialect", "DIALECTS"]
