@@ -93,6 +93,20 @@ class TransformerModel(nn.Module):
             return config.max_positions - config.pad_token_id - 1
         return config.max_positions
 
+    def generate(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+                 **kwargs: Any) -> torch.Tensor:
+        """Generate ids, token for token as transformers' `generate` (see triformers/generation/).
+
+        kwargs: max_new_tokens (20), min_new_tokens, do_sample, temperature, top_k, top_p, num_beams,
+        length_penalty, early_stopping (True | False | "never"), num_return_sequences,
+        repetition_penalty, no_repeat_ngram_size, eos_token_id, pad_token_id, forced_bos_token_id,
+        forced_eos_token_id, decoder_start_token_id, max_length, use_cache, generator or seed, streamer.
+        Returns prompt + new ids (decoder-only) or decoder ids from decoder_start_token_id (encoder-decoder).
+        """
+        from ..generation import generate
+
+        return generate(self, input_ids, attention_mask, **kwargs)
+
     def check_inputs(self, input_ids: torch.Tensor | None, attention_mask: torch.Tensor | None,
                      name: str = "input_ids", past: int = 0) -> None:
         """Clear errors for bad ids, masks and lengths, before they become torch index errors."""
