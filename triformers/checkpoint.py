@@ -172,9 +172,10 @@ def load_pretrained(cls, name_or_path, *, head=None, dtype=None, revision=None, 
     if dialect.family != cls.family:
         raise ConfigError(f"{folder / 'config.json'}: model_type {dialect.model_type!r} is a {dialect.family} "
                           f"model, not {cls.family} ({cls.__name__})")
+    tensors, origin = hub.read_weights(folder)
+    config = dialect.config_for_weights(config, tensors)
     with torch.device("meta"):
         model = cls(config, head=head)
-    tensors, origin = hub.read_weights(folder)
     if dtype == "auto":
         dtype = next((t.dtype for t in tensors.values() if t.is_floating_point()), None)
     load_state(model, dialect, tensors, origin, ignore_mismatched_sizes)

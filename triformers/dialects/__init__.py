@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from ..errors import ConfigError
+from .bart import BartDialect
 from .base import Dialect, Rule, fused, read, transposed
 from .bert import BertDialect, RobertaDialect
 from .bloom import BloomDialect
 from .gpt2 import GPT2Dialect
+from .t5 import T5Dialect
 
 DIALECTS: dict[str, Dialect] = {}
 
@@ -26,7 +28,7 @@ def get_dialect(model_type: str, where: str = "config") -> Dialect:
     return DIALECTS[model_type]
 
 
-for _dialect in (BertDialect(), RobertaDialect(), GPT2Dialect(), BloomDialect()):
+for _dialect in (BertDialect(), RobertaDialect(), GPT2Dialect(), BloomDialect(), T5Dialect(), BartDialect()):
     register(_dialect)
 
 __all__ = ["Dialect", "Rule", "fused", "transposed", "read", "register", "get_dialect", "DIALECTS"]

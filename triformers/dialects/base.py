@@ -71,6 +71,10 @@ class Dialect:
     def rules(self, config: ModelConfig) -> list[Rule]:
         raise NotImplementedError
 
+    def config_for_weights(self, config: ModelConfig, tensors: dict[str, torch.Tensor]) -> ModelConfig:
+        """Settings only the weights reveal (T5: an untied lm_head under `tie_word_embeddings: true`)."""
+        return config
+
     def is_ignored(self, key: str) -> bool:
         return any(re.search(pattern, key) for pattern in self.ignore)
 

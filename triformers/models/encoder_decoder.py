@@ -2,7 +2,8 @@
 
 One token embedding matrix is shared by the encoder, the decoder and (when tied) the LM head.
 With labels and no decoder_input_ids, the decoder inputs are the labels shifted right behind
-`decoder_start_token_id`, -100 turned into pad, as transformers does.
+`decoder_start_token_id`, -100 turned into pad, as transformers does; without labels (the body alone,
+sequence classification) they are the input_ids shifted right, as `BartModel` does.
 """
 
 from __future__ import annotations
@@ -32,7 +33,9 @@ class EncoderDecoderModel(TransformerModel):
 
     def __init__(self, config: ModelConfig, head: str | None = "lm"):
         super().__init__(config, head)
-        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        # BART's pad embedding gets no gradient; T5 starts decoding from the pad token, whose embedding must learn
+        pad = config.pad_token_id if config.decoder_start_token_id != config.pad_token_id else None
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=pad)
         self.encoder = Stack(config, config.num_layers, causal=False)
         self.decoder = Stack(config, config.decoder_layers, causal=True, cross=True)
         untied = head == "lm" and not config.tie_word_embeddings
@@ -43,15 +46,20 @@ class EncoderDecoderModel(TransformerModel):
             self.final_logits_bias = None
         self.classifier = SequenceClassifier(config) if head == "sequence_classification" else None
 
+    def init_weights(self, modules=None) -> None:
+        super().init_weights(modules)
+        if self.final_logits_bias is not None and (modules is None or self in modules):
+            self.final_logits_bias.zero_()
+
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         self.check_inputs(input_ids, attention_mask)
         return self.encoder(self.embed_tokens(input_ids), input_ids=input_ids, attention_mask=attention_mask)
 
     def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        if self.lm_head is not None:
-            logits = self.lm_head(hidden)
-        else:
-            logits = F.linear(hidden * self.config.output_scale, self.embed_tokens.weight)
+        if self.config.output_scale != 1.0:  # T5 v1.0: d_model**-0.5, tied or not (as transformers)
+            hidden = hidden * self.config.output_scale
+        weight = self.lm_head.weight if self.lm_head is not None else self.embed_tokens.weight
+        logits = F.linear(hidden, weight)
         return logits + self.final_logits_bias if self.final_logits_bias is not None else logits
 
     def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
@@ -62,12 +70,14 @@ class EncoderDecoderModel(TransformerModel):
         if encoder_outputs is None:
             encoder_outputs = self.encode(input_ids, attention_mask)  # (B, S, H)
         if decoder_input_ids is None:
-            if labels is not None and self.head == "lm":
-                decoder_input_ids = shift_right(labels, config.decoder_start_token_id, config.pad_token_id)
-            elif self.head == "sequence_classification" and input_ids is not None:
-                decoder_input_ids = shift_right(input_ids, config.decoder_start_token_id, config.pad_token_id)
-            else:
-                raise InputError("give decoder_input_ids (or labels, from which they are made)")
+            source = labels if self.head == "lm" else input_ids
+            if source is None:
+                raise InputError("give decoder_input_ids (or "
+                                 + ("labels" if self.head == "lm" else "input_ids") + ", from which they are made)")
+            if config.decoder_start_token_id is None or config.pad_token_id is None:
+                raise InputError(f"{config.model_type} config has no decoder_start_token_id / pad_token_id "
+                                 "to make decoder_input_ids from; pass decoder_input_ids")
+            decoder_input_ids = shift_right(source, config.decoder_start_token_id, config.pad_token_id)
         past = cache.length if cache is not None else 0
         if check:
             self.check_inputs(decoder_input_ids, decoder_attention_mask, "decoder_input_ids", past=past)
