@@ -9,6 +9,7 @@ from .dialects import register
 from .errors import (CheckpointError, ConfigError, InputError, ModelNotFoundError, TokenizerError,
                      TriformersError)
 from .models import DecoderModel, EncoderDecoderModel, EncoderModel, ModelOutput
+from .pipelines import pipeline
 
 __version__ = "0.1.0"
 
@@ -17,5 +18,5 @@ __all__ = [
     "AutoModelForSeq2SeqLM", "AutoModelForSequenceClassification", "AutoModelForTokenClassification",
     "AutoTokenizer", "ModelConfig", "register", "EncoderModel", "DecoderModel", "EncoderDecoderModel",
     "ModelOutput", "TriformersError", "ConfigError", "CheckpointError", "InputError", "ModelNotFoundError",
-    "TokenizerError",
+    "TokenizerError", "pipeline",
 ]
