@@ -7,6 +7,7 @@ sides run the same fp32 maths, but batch padding and summation order move the la
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 
@@ -248,10 +249,10 @@ def test_question_answering_matches_logits_and_maps_characters(bert):
 def test_question_answering_long_context_uses_stride_windows(bert):
     """A context longer than max_seq_len is read in overlapping windows; the answer is the best of all of them."""
     question = "Who?"
-    context = " ".join(f"word{i} Zoë" for i in range(60))  # ~300 tokens
+    context = " ".join(f"word{i} Zoë" for i in range(30))  # ~150 tokens
     qa = pipeline("question-answering", model=bert["qa"], max_seq_len=48, doc_stride=16)
     windows = qa.windows(question, context, 48, 16)
-    assert len(windows) > 5 and all(len(w.ids) <= 48 for w in windows)
+    assert len(windows) >= 3 and all(len(w.ids) <= 48 for w in windows)
     model = qa.model
     best = (-1.0, None)
     for window in windows:
@@ -270,10 +271,15 @@ def test_question_answering_long_context_uses_stride_windows(bert):
     assert (start == 0 or context[start - 1] == " ") and (end == len(context) or context[end] == " ")
 
 
+@functools.cache
+def seq2seq(folder):
+    return AutoModelForSeq2SeqLM.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
+
+
+@torch.no_grad()
 def greedy_reference(folder, text, steps):
     """Greedy decoding by hand: argmax of the model's own logits, step by step, until EOS."""
-    model = AutoModelForSeq2SeqLM.from_pretrained(folder)
-    tok = AutoTokenizer.from_pretrained(folder)
+    model, tok = seq2seq(folder)
     enc = tok(text, return_tensors="pt")
     decoded = [model.config.decoder_start_token_id]
     for _ in range(steps):
