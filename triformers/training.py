@@ -1,0 +1,414 @@
+"""The training loop: AdamW groups, warmup + cosine/linear decay, accumulation, bf16, checkpoints, DDP.
+
+`Trainer(model, args, train_data, collator, eval_data=...)` trains any model whose forward takes the
+collator's batch and returns an output with `.loss` (every triformers model with labels does).
+- Optimizer: AdamW (fused where torch has it, else foreach) without weight decay on biases, norms and
+  embeddings (the GPT-2 / nanoGPT grouping); warmup then cosine or linear decay to `min_lr_ratio * lr`.
+- Determinism: example order is a function of (seed, epoch) and the step; a collator with a
+  `generator` attribute (MLM, span corruption, infilling) gets one seeded from (seed, step,
+  micro-batch, rank), so masks never depend on RNG state. A checkpoint stores the model, optimizer,
+  step and every rank's torch / numpy / python RNG state, so `resume` ends bit-identical to an
+  uninterrupted run (same world size and global batch).
+- Checkpoints: `out/checkpoints/checkpoint-NNNNNNN/` (trainer_state.pt + a Hugging Face export) are
+  written to a temporary folder and renamed, the last `save_total_limit` kept. A non-finite loss or
+  gradient norm raises `TrainingError` naming the step; the checkpoints on disk stay as they were.
+- Distributed: under `torchrun` (RANK / WORLD_SIZE set) a process group is started (nccl on CUDA,
+  gloo on CPU), the model wrapped in DistributedDataParallel, and each rank reads its own slice of
+  every global batch; rank 0 alone writes checkpoints, metrics and the plot. Several machines::
+
+      # on each of 2 nodes (node_rank 0 and 1), 8 processes each, rendezvous at the first node:
+      torchrun --nnodes=2 --nproc_per_node=8 --node_rank=0 --master_addr=10.0.0.1 --master_port=29500 \
+          -m triformers pretrain --family decoder --data corpus/ --out runs/gpt
+      # or elastic: torchrun --nnodes=2 --nproc_per_node=8 --rdzv_backend=c10d --rdzv_endpoint=10.0.0.1:29500 ...
+
+  `--out` must be a shared filesystem for `--resume` to find rank 0's checkpoints on every node.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import shutil
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm.auto import tqdm
+
+from .errors import TriformersError
+from .training_state import (append_jsonl, capture_rng, checkpoint_paths, latest_checkpoint, plot_metrics,
+                             restore_rng, truncate_metrics, write_checkpoint)
+
+logger = logging.getLogger("triformers")
+SCHEDULES = ("cosine", "linear", "constant")
+
+
+class TrainingError(TriformersError):
+    """Training cannot go on (non-finite loss, bad resume state)."""
+
+
+@dataclass
+class TrainingArguments:
+    """Everything the loop needs; the CLI's `pretrain` flags parse into this."""
+
+    output_dir: str = "out"
+    max_steps: int = 100  # optimizer steps
+    batch_size: int = 8  # examples per micro-batch per process
+    grad_accum: int = 1  # micro-batches per optimizer step; global batch = batch_size * grad_accum * world
+    lr: float = 3e-4
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = 1e-8
+    warmup_steps: int = 0
+    schedule: str = "cosine"  # cosine | linear | constant (after warmup)
+    min_lr_ratio: float = 0.0  # decay ends at min_lr_ratio * lr
+    max_grad_norm: float | None = 1.0  # None or 0: no clipping
+    bf16: bool = False  # autocast matmuls to bfloat16 where the hardware supports it
+    eval_every: int = 0  # 0: evaluate only at the end (when there is held-out data)
+    eval_batches: int = 16  # held-out batches per evaluation (per process)
+    save_every: int = 0  # 0: no intermediate checkpoints
+    save_total_limit: int = 2  # checkpoints kept on disk
+    log_every: int = 1
+    seed: int = 0
+    resume: str | bool | None = None  # True / "latest": newest checkpoint in output_dir; or a checkpoint path
+    overwrite: bool = False  # a fresh run may delete the checkpoints of an earlier run in output_dir
+    progress: bool = True
+    plot: bool = True
+    device: str | None = None  # default: cuda:LOCAL_RANK when available, else cpu
+
+    def validate(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise TrainingError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        for name in ("max_steps", "batch_size", "grad_accum", "log_every", "eval_batches", "save_total_limit"):
+            if getattr(self, name) < 1:
+                raise TrainingError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.warmup_steps < 0 or self.eval_every < 0 or self.save_every < 0:
+            raise TrainingError("warmup_steps, eval_every and save_every must not be negative")
+
+
+@dataclass
+class TrainResult:
+    step: int
+    loss: float  # mean training loss of the last step
+    eval_loss: float | None = None
+    eval_perplexity: float | None = None
+    tokens: int = 0
+    seconds: float = 0.0
+    history: list[dict[str, Any]] = field(default_factory=list)  # the metrics lines of this run
+
+
+def learning_rate(step: int, args: TrainingArguments) -> float:
+    """lr for optimizer step `step` (0-based): linear warmup, then cosine / linear decay / constant."""
+    if step < args.warmup_steps:
+        return args.lr * (step + 1) / args.warmup_steps
+    progress = min(1.0, (step - args.warmup_steps) / max(1, args.max_steps - args.warmup_steps))
+    if args.schedule == "cosine":
+        ratio = 0.5 * (1 + math.cos(math.pi * progress))
+    elif args.schedule == "linear":
+        ratio = 1 - progress
+    else:
+        ratio = 1.0
+    return args.lr * (args.min_lr_ratio + (1 - args.min_lr_ratio) * ratio)
+
+
+def build_optimizer(model: nn.Module, args: TrainingArguments) -> torch.optim.AdamW:
+    """AdamW; no weight decay on 1-D tensors (biases, norms) and on embedding tables."""
+    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    decay, no_decay = [], []
+    for param in model.parameters():
+        if param.requires_grad:
+            (no_decay if param.dim() < 2 or id(param) in embeddings else decay).append(param)
+    groups = [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    device = next(model.parameters()).device
+    fused = device.type in ("cpu", "cuda") and all(p.dtype.is_floating_point for p in decay + no_decay)
+    kwargs = {"fused": True} if fused else {"foreach": True}
+    return torch.optim.AdamW(groups, lr=args.lr, betas=args.betas, eps=args.eps, **kwargs)
+
+
+@dataclass
+class Distributed:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world_size > 1:
+            dist.barrier()
+
+
+def init_distributed(device: str | None = None) -> Distributed:
+    """Start the process group when launched by torchrun (RANK/WORLD_SIZE in the environment)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return Distributed()
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if not dist.is_initialized():
+        use_cuda = torch.cuda.is_available() and (device is None or device.startswith("cuda"))
+        if use_cuda:
+            torch.cuda.set_device(local_rank)
+        dist.init_process_group("nccl" if use_cuda else "gloo", rank=rank, world_size=world_size)
+    return Distributed(rank, world_size, local_rank)
+
+
+def bf16_supported(device: torch.device) -> bool:
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    cpu = getattr(torch, "cpu", None)
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private, so looked up defensively
+    return any(getattr(cpu, name, lambda: False)() for name in checks)
+
+
+class Trainer:
+    """Train `model` on `train_data[i]` examples batched by `collator`; see the module docstring."""
+
+    def __init__(self, model: nn.Module, args: TrainingArguments, train_data: Sequence[Any],
+                 collator: Callable[[list[Any]], dict[str, torch.Tensor]], eval_data: Sequence[Any] | None = None,
+                 eval_collator: Callable | None = None, export: Callable[[nn.Module, Path], None] | None = None):
+        args.validate()
+        self.args, self.collator, self.eval_collator = args, collator, eval_collator or collator
+        self.train_data, self.eval_data = train_data, eval_data
+        self.export = export  # writes a Hugging Face folder (model + tokenizer); default model.save_pretrained
+        self.dist = init_distributed(args.device)
+        default = f"cuda:{self.dist.local_rank}" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(args.device or default)
+        self.model = model.to(self.device)
+        self.optimizer = build_optimizer(self.model, args)
+        self.wrapped: nn.Module = self.model
+        if self.dist.world_size > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.wrapped = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        self.bf16 = args.bf16 and bf16_supported(self.device)
+        if args.bf16 and not self.bf16:
+            logger.warning("--bf16: this %s has no native bfloat16; training in float32", self.device.type)
+        self.out = Path(args.output_dir)
+        self.global_batch = args.batch_size * args.grad_accum * self.dist.world_size
+        if len(train_data) < self.global_batch:
+            raise TrainingError(f"the training split has {len(train_data)} examples, fewer than one global batch "
+                                f"({self.global_batch}); use more data or a smaller batch / sequence length")
+        self.step, self.tokens = 0, 0
+        self._epoch, self._order = -1, np.zeros(0, dtype=np.int64)
+
+    # ---- data ---------------------------------------------------------------------------------
+    def _order_for(self, epoch: int) -> np.ndarray:
+        if epoch != self._epoch:
+            self._epoch, self._order = epoch, np.random.default_rng([self.args.seed, epoch]).permutation(
+                len(self.train_data))
+        return self._order
+
+    def _indices(self, step: int, micro: int) -> list[int]:
+        """This rank's examples for one micro-batch: a slice of the global batch of optimizer step `step`."""
+        n, b = len(self.train_data), self.args.batch_size
+        first = step * self.global_batch + (micro * self.dist.world_size + self.dist.rank) * b
+        return [int(self._order_for(p // n)[p % n]) for p in range(first, first + b)]
+
+    def _batch(self, examples: list[Any], collator: Callable, seed: Sequence[int]) -> dict[str, torch.Tensor]:
+        if hasattr(collator, "generator"):
+            collator.generator = torch.Generator().manual_seed(int(np.random.SeedSequence(seed).generate_state(1)[0]))
+        return {k: v.to(self.device) for k, v in collator(examples).items()}
+
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16 else nullcontext()
+
+    # ---- the loop -----------------------------------------------------------------------------
+    def train(self) -> TrainResult:
+        args = self.args
+        if args.resume:
+            self.resume(args.resume)
+        else:
+            self._fresh_start()
+        metrics = self.out / "metrics.jsonl"
+        if self.dist.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            truncate_metrics(metrics, self.step)
+        bar = tqdm(total=args.max_steps, initial=self.step, disable=not (args.progress and self.dist.is_main),
+                   desc="train", dynamic_ncols=True)
+        result = TrainResult(step=self.step, loss=float("nan"))
+        started = time.perf_counter()
+        self.model.train()
+        while self.step < args.max_steps:
+            tick = time.perf_counter()
+            lr = learning_rate(self.step, args)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            loss, tokens = self._train_step()
+            self.step += 1
+            self.tokens += tokens
+            record = {"step": self.step, "loss": loss, "lr": lr, "tokens": self.tokens,
+                      "tokens_per_s": tokens / max(time.perf_counter() - tick, 1e-9)}
+            result.loss = loss
+            if args.eval_every and self.step % args.eval_every == 0 and self.step < args.max_steps:
+                record.update(self._eval_record())
+            if args.save_every and self.step % args.save_every == 0 and self.step < args.max_steps:
+                self.save_checkpoint()
+            if self.dist.is_main and (self.step % args.log_every == 0 or "eval_loss" in record):
+                append_jsonl(metrics, record)
+                result.history.append(record)
+            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{record['tokens_per_s']:.0f}")
+            bar.update(1)
+        bar.close()
+        if self.eval_data is not None and len(self.eval_data):
+            final = {"step": self.step, **self._eval_record()}
+            result.eval_loss, result.eval_perplexity = final["eval_loss"], final["eval_perplexity"]
+            if self.dist.is_main:
+                append_jsonl(metrics, final)
+                result.history.append(final)
+        self.save_checkpoint(final=True)
+        if self.dist.is_main and args.plot:
+            plot_metrics(metrics, self.out / "loss_curve.png")
+        result.step, result.tokens, result.seconds = self.step, self.tokens, time.perf_counter() - started
+        return result
+
+    def _train_step(self) -> tuple[float, int]:
+        args, total, tokens = self.args, torch.zeros((), device=self.device), 0
+        self.optimizer.zero_grad(set_to_none=True)
+        for micro in range(args.grad_accum):
+            examples = [self.train_data[i] for i in self._indices(self.step, micro)]
+            batch = self._batch(examples, self.collator, (args.seed, 0, self.step, micro, self.dist.rank))
+            tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
+            last = micro == args.grad_accum - 1
+            # DDP: all-reduce gradients once per optimizer step, not once per micro-batch
+            sync = self.wrapped.no_sync() if self.dist.world_size > 1 and not last else nullcontext()
+            with sync:
+                with self._autocast():
+                    loss = self.wrapped(**batch).loss / args.grad_accum
+                loss.backward()
+            total += loss.detach()
+        if self.dist.world_size > 1:  # every rank sees the same loss, so every rank stops together
+            dist.all_reduce(total, op=dist.ReduceOp.AVG)
+            counted = torch.tensor(tokens, device=self.device)
+            dist.all_reduce(counted)
+            tokens = int(counted)
+        loss_value = float(total)
+        if not math.isfinite(loss_value):
+            self._fail(f"loss is {loss_value}", self.step + 1)
+        if args.max_grad_norm:
+            norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), args.max_grad_norm))
+            if not math.isfinite(norm):
+                self._fail(f"gradient norm is {norm}", self.step + 1)
+        self.optimizer.step()
+        return loss_value, tokens
+
+    def _fail(self, what: str, step: int) -> None:
+        last = latest_checkpoint(self.out)
+        kept = f"the last good checkpoint, {last}, is intact (resume from it with a lower --lr)" if last else \
+            "no checkpoint had been written yet"
+        raise TrainingError(f"training stopped at step {step}: {what}; the optimizer step was not taken and {kept}")
+
+    # ---- evaluation ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self) -> tuple[float, float]:
+        """(mean loss over label tokens, perplexity) on the first `eval_batches` held-out batches."""
+        self.model.eval()
+        b, world = self.args.batch_size, self.dist.world_size
+        sums = torch.zeros(2, dtype=torch.float64, device=self.device)  # (loss * tokens, tokens)
+        for batch_index in range(self.args.eval_batches):
+            first = (batch_index * world + self.dist.rank) * b
+            indices = range(first, min(first + b, len(self.eval_data)))
+            if not indices:
+                break
+            batch = self._batch([self.eval_data[i] for i in indices], self.eval_collator,
+                                (self.args.seed, 1, batch_index, self.dist.rank))  # the same masks at every evaluation
+            with self._autocast():
+                loss = self.model(**batch).loss
+            count = int((batch["labels"] != -100).sum()) if "labels" in batch else 1
+            sums += torch.tensor([float(loss) * count, count], dtype=torch.float64, device=self.device)
+        if world > 1:
+            dist.all_reduce(sums)
+        self.model.train()
+        mean = float(sums[0] / sums[1].clamp(min=1))
+        return mean, math.exp(min(mean, 700.0))
+
+    def _eval_record(self) -> dict[str, float]:
+        if self.eval_data is None or not len(self.eval_data):
+            return {}
+        loss, perplexity = self.evaluate()
+        return {"eval_loss": loss, "eval_perplexity": perplexity}
+
+    # ---- checkpoints --------------------------------------------------------------------------
+    def _state(self) -> dict[str, Any]:
+        rng = capture_rng()
+        rngs = [None] * self.dist.world_size
+        if self.dist.world_size > 1:  # every rank's dropout stream, so a resumed run continues each of them
+            dist.all_gather_object(rngs, rng)
+        else:
+            rngs = [rng]
+        return {"format": 1, "step": self.step, "tokens": self.tokens, "world_size": self.dist.world_size,
+                "global_batch": self.global_batch, "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "rng": rngs, "args": _plain(asdict(self.args))}
+
+    def save_checkpoint(self, final: bool = False) -> Path | None:
+        """Rank 0 writes checkpoint-<step> atomically (and, when `final`, the export into output_dir)."""
+        state = self._state()  # collective under DDP: every rank takes part
+        path = None
+        if self.dist.is_main:
+            export = self.export or (lambda model, folder: model.save_pretrained(folder))
+            if final:
+                export(self.model, self.out)
+            if not final or self.args.save_every:
+                path = write_checkpoint(self.out, self.step, state, lambda folder: export(self.model, folder),
+                                        self.args.save_total_limit)
+        self.dist.barrier()
+        return path
+
+    def resume(self, where: str | bool) -> None:
+        path = latest_checkpoint(self.out) if where is True or where == "latest" else Path(where)
+        if path is None:
+            raise TrainingError(f"--resume: no checkpoint under {self.out / 'checkpoints'}")
+        state_file = path / "trainer_state.pt"
+        if not state_file.is_file():
+            raise TrainingError(f"--resume: {state_file} does not exist")
+        state = torch.load(state_file, map_location="cpu", weights_only=True)
+        if state["global_batch"] != self.global_batch:
+            raise TrainingError(f"--resume: {path} was trained with a global batch of {state['global_batch']}, this "
+                                f"run has {self.global_batch} (batch_size * grad_accum * processes must match)")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step, self.tokens = int(state["step"]), int(state["tokens"])
+        if state["world_size"] == self.dist.world_size:
+            restore_rng(state["rng"][self.dist.rank])
+        else:
+            logger.warning("--resume: %d processes now, %d before; dropout RNG streams are re-seeded",
+                           self.dist.world_size, state["world_size"])
+            self._seed_all(self.step)
+        logger.info("resumed from %s at step %d", path, self.step)
+
+    def _fresh_start(self) -> None:
+        old = checkpoint_paths(self.out)
+        if old and not self.args.overwrite:
+            raise TrainingError(f"{self.out} holds checkpoints of an earlier run ({old[-1].name}): pass --resume to "
+                                "continue it, --overwrite to start over, or another --out")
+        if old and self.dist.is_main:
+            shutil.rmtree(self.out / "checkpoints")
+        self.dist.barrier()
+        self._seed_all()
+
+    def _seed_all(self, salt: int = 0) -> None:
+        seed = int(np.random.SeedSequence([self.args.seed, self.dist.rank, salt]).generate_state(1)[0])
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+
+
+def _plain(value: Any) -> Any:
+    """Arguments as plain lists/dicts/scalars (what torch.load(weights_only=True) reads back)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+__all__ = ["TrainingArguments", "Trainer", "TrainResult", "TrainingError", "learning_rate", "build_optimizer",
+           "init_distributed", "checkpoint_paths"]
