@@ -123,7 +123,7 @@ def copy_bandwidth(gib: float = 0.5, reps: int = 5) -> float:
 def measure_floors(quick: bool = False, smoke: bool = False) -> dict[str, float]:
     """The machine's limits; `smoke` uses sizes too small to mean anything, to test the machinery fast."""
     reps = 3 if quick else 7
-    n, gib = (256, 1 / 64) if smoke else (2048, 1.0)
+    n, gib = (512, 1 / 64) if smoke else (2048, 1.0)
     floors = {"gemm_fp32_flops": gemm_flops(torch.float32, n, reps),
               "read_bandwidth": read_bandwidth(gib, reps),
               "copy_bandwidth": copy_bandwidth(gib / 2, reps)}
