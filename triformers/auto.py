@@ -41,20 +41,22 @@ class _AutoModel:
     def _family(cls, config: ModelConfig, where: str) -> type[TransformerModel]:
         family = get_dialect(config.model_type).family
         if family not in cls.families:
+            article = "an" if family[0] in "aeiou" else "a"
             raise ConfigError(f"{where}: {cls.__name__} takes {' or '.join(cls.families)} models; "
-                              f"model_type {config.model_type!r} is a {family} model")
+                              f"model_type {config.model_type!r} is {article} {family} model")
         return FAMILIES[family]
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, *, revision: str | None = None,
                         dtype: torch.dtype | str | None = None, ignore_mismatched_sizes: bool = False,
-                        **config_overrides: Any) -> TransformerModel:
+                        quantize: str | None = None, **config_overrides: Any) -> TransformerModel:
         """Load weights and config; the model comes back in eval mode."""
         folder = hub.resolve(name_or_path, revision=revision)
         _, config = read_config(folder, config_overrides)
         model_cls = cls._family(config, str(folder / "config.json"))
         return model_cls.from_pretrained(folder, head=cls.head.get(model_cls.family), dtype=dtype,
-                                         ignore_mismatched_sizes=ignore_mismatched_sizes, **config_overrides)
+                                         ignore_mismatched_sizes=ignore_mismatched_sizes, quantize=quantize,
+                                         **config_overrides)
 
     @classmethod
     def from_config(cls, config: ModelConfig, dtype: torch.dtype | None = None) -> TransformerModel:

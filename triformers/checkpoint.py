@@ -28,7 +28,8 @@ from .dialects import Dialect, get_dialect
 from .errors import CheckpointError, ConfigError
 
 logger = logging.getLogger("triformers")
-LEGACY_NAMES = ((re.compile(r"LayerNorm\.gamma$"), "LayerNorm.weight"), (re.compile(r"LayerNorm\.beta$"), "LayerNorm.bias"))
+LEGACY_NAMES = ((re.compile(r"LayerNorm\.gamma$"), "LayerNorm.weight"),
+                (re.compile(r"LayerNorm\.beta$"), "LayerNorm.bias"))
 # Refused: config.json asks for code to be imported from the model folder or the hub.
 REMOTE_CODE_KEYS = ("auto_map",)
 
@@ -44,7 +45,8 @@ def read_config(folder: Path, overrides: dict[str, Any] | None = None) -> tuple[
     overrides = dict(overrides or {})
     if "id2label" in overrides and "num_labels" not in overrides:
         overrides["num_labels"] = len(overrides["id2label"])
-    if "num_labels" in overrides and "id2label" not in overrides and len(hf.get("id2label") or {}) != overrides["num_labels"]:
+    if ("num_labels" in overrides and "id2label" not in overrides
+            and len(hf.get("id2label") or {}) != overrides["num_labels"]):
         overrides["id2label"] = {}  # fresh LABEL_i names, as transformers does
     hf.update(overrides)
     model_type = hf.get("model_type")
@@ -166,7 +168,9 @@ def _initialise_new(model: nn.Module, names: list[str]) -> None:
 
 
 def load_pretrained(cls, name_or_path, *, head=None, dtype=None, revision=None, ignore_mismatched_sizes=False,
-                    overrides=None):
+                    quantize=None, overrides=None):
+    if quantize not in (None, "int8"):
+        raise ConfigError(f"quantize must be None or 'int8', got {quantize!r}")
     folder = hub.resolve(name_or_path, revision=revision)
     dialect, config = read_config(folder, overrides)
     if dialect.family != cls.family:
@@ -180,7 +184,12 @@ def load_pretrained(cls, name_or_path, *, head=None, dtype=None, revision=None, 
         dtype = next((t.dtype for t in tensors.values() if t.is_floating_point()), None)
     load_state(model, dialect, tensors, origin, ignore_mismatched_sizes)
     del tensors
-    return cast(model, dtype).eval()
+    model = cast(model, dtype).eval()
+    if quantize == "int8":
+        from .quantization import quantize_int8
+
+        quantize_int8(model)
+    return model
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -208,7 +217,7 @@ def state_dict_to_hf(model: nn.Module) -> dict[str, torch.Tensor]:
                 continue
             tensor = params[ours].detach()
             values = rule.save(tensor, config) if rule.save else (tensor,)
-            for name, value in zip(theirs, values):
+            for name, value in zip(theirs, values, strict=True):
                 name = name.split("|")[0]
                 full = name if rule.head not in (None, "pooler") else prefix + name
                 out[full] = value.to("cpu").contiguous().clone()

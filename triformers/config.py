@@ -59,7 +59,8 @@ class ModelConfig:
     dropout: float = 0.1
     attention_dropout: float = 0.1
     classifier_dropout: float | None = None
-    initializer_range: float = 0.02
+    initializer_range: float = 0.02  # std of the random init (T5: initializer_factor)
+    init_scheme: str = "normal"  # normal: N(0, initializer_range); fan_in: T5's std = factor / sqrt(fan_in)
     pad_token_id: int | None = None
     bos_token_id: int | None = None
     eos_token_id: int | list[int] | None = None

@@ -94,6 +94,8 @@ class T5Dialect(Dialect):
             dropout=read(hf, "dropout_rate", float, where, 0.1),
             attention_dropout=read(hf, "dropout_rate", float, where, 0.1),
             classifier_dropout=read(hf, "classifier_dropout", float, where, 0.0),
+            initializer_range=read(hf, "initializer_factor", float, where, 1.0),
+            init_scheme="fan_in",
             **common,
         )
 
@@ -105,7 +107,7 @@ class T5Dialect(Dialect):
             num_heads=config.num_heads, relative_attention_num_buckets=config.relative_buckets,
             relative_attention_max_distance=config.relative_max_distance, layer_norm_epsilon=config.norm_eps,
             feed_forward_proj=proj, dense_act_fn="gelu_new" if proj == "gated-gelu" else proj.split("-")[-1],
-            is_gated_act=config.gated_mlp, dropout_rate=config.dropout,
+            is_gated_act=config.gated_mlp, dropout_rate=config.dropout, initializer_factor=config.initializer_range,
             classifier_dropout=config.classifier_dropout,
             # transformers reads scaling from both keys and ties by the weights (see the docstring)
             tie_word_embeddings=config.tie_word_embeddings, scale_decoder_outputs=config.output_scale != 1.0,

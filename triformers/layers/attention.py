@@ -59,6 +59,7 @@ class Attention(nn.Module):
         if cross:
             self.q = nn.Linear(hidden_size, inner, bias=bias)
             self.kv = nn.Linear(hidden_size, 2 * inner, bias=bias)
+            self.q.is_cross_query = True  # T5's init scales queries differently (models/base.py)
         else:
             self.qkv = nn.Linear(hidden_size, 3 * inner, bias=bias)
         self.out = nn.Linear(inner, hidden_size, bias=bias)

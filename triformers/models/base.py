@@ -31,12 +31,18 @@ class TransformerModel(nn.Module):
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, *, head: str | None = None,
                         dtype: torch.dtype | None = None, revision: str | None = None,
-                        ignore_mismatched_sizes: bool = False, **config_overrides: Any) -> TransformerModel:
-        """Load a Hugging Face checkpoint (folder, cache, or hub id); the model is returned in eval()."""
+                        ignore_mismatched_sizes: bool = False, quantize: str | None = None,
+                        **config_overrides: Any) -> TransformerModel:
+        """Load a Hugging Face checkpoint (folder, cache, or hub id); the model is returned in eval().
+
+        `dtype="auto"` keeps the checkpoint's dtype; `quantize="int8"` stores linear weights as int8
+        (weight-only, per-channel scales) for faster CPU inference.
+        """
         from ..checkpoint import load_pretrained
 
         return load_pretrained(cls, name_or_path, head=head, dtype=dtype, revision=revision,
-                               ignore_mismatched_sizes=ignore_mismatched_sizes, overrides=config_overrides)
+                               ignore_mismatched_sizes=ignore_mismatched_sizes, quantize=quantize,
+                               overrides=config_overrides)
 
     @classmethod
     def from_config(cls, config: ModelConfig, *, head: str | None = None, dtype: torch.dtype | None = None):
@@ -53,21 +59,37 @@ class TransformerModel(nn.Module):
 
     # -- initialisation ---------------------------------------------------------------------------
     def init_weights(self, modules=None) -> None:
-        std = self.config.initializer_range
+        """Random init: N(0, initializer_range) (BERT, GPT-2, BLOOM, BART), or with `init_scheme="fan_in"`
+        T5's Mesh-TensorFlow scheme: std = factor / sqrt(fan_in), q scaled by 1/sqrt(head_dim) more,
+        token embeddings and an untied LM head std = factor (as transformers' T5 `_init_weights`)."""
+        config = self.config
+        fan_in = config.init_scheme == "fan_in"
+        std = config.initializer_range
         for module in modules if modules is not None else self.modules():
-            if isinstance(module, (nn.Linear, nn.Embedding)):
-                nn.init.normal_(module.weight, std=std)
-                if getattr(module, "bias", None) is not None:
+            if isinstance(module, nn.Linear):
+                untied_head = module is getattr(self, "lm_head", None)
+                nn.init.normal_(module.weight, std=std * module.in_features ** -0.5 if fan_in and not untied_head
+                                else std)
+                if fan_in and module.out_features == 3 * config.inner_dim and module.in_features == config.hidden_size:
+                    module.weight.data[: config.inner_dim] *= config.attention_head_dim ** -0.5  # q of fused qkv
+                if fan_in and getattr(module, "is_cross_query", False):
+                    module.weight.data *= config.attention_head_dim ** -0.5
+                if module.bias is not None:
                     nn.init.zeros_(module.bias)
-                if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+            elif isinstance(module, nn.Embedding):
+                relative = fan_in and module.num_embeddings == config.relative_buckets \
+                    and module.embedding_dim == config.num_heads
+                nn.init.normal_(module.weight, std=std * config.hidden_size ** -0.5 if relative else std)
+                if module.padding_idx is not None:
                     module.weight.data[module.padding_idx].zero_()
             elif isinstance(module, (nn.LayerNorm, RMSNorm)):
                 nn.init.ones_(module.weight)
                 if getattr(module, "bias", None) is not None:
                     nn.init.zeros_(module.bias)
-        for name, param in self.named_parameters(recurse=False):
-            if name.endswith("bias"):
-                nn.init.zeros_(param)
+            else:  # parameters owned directly by a head or model (e.g. the MLM output bias)
+                for name, param in module.named_parameters(recurse=False):
+                    if name.endswith("bias"):
+                        nn.init.zeros_(param)
 
     # -- conveniences -------------------------------------------------------------------------------
     @property
