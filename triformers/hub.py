@@ -59,7 +59,8 @@ def _cached_snapshot(repo_id: str, revision: str | None, cache_dir: Path) -> Pat
     return snapshot if snapshot.is_dir() else None
 
 
-def resolve(name_or_path: str | os.PathLike, revision: str | None = None, cache_dir: str | os.PathLike | None = None) -> Path:
+def resolve(name_or_path: str | os.PathLike, revision: str | None = None,
+            cache_dir: str | os.PathLike | None = None) -> Path:
     """Return the local folder holding a model: a path, a cached snapshot, or a fresh download."""
     path = Path(name_or_path).expanduser()
     if path.is_dir():
@@ -73,7 +74,8 @@ def resolve(name_or_path: str | os.PathLike, revision: str | None = None, cache_
         snapshot = _cached_snapshot(name, revision, cache)
         if snapshot is not None:
             return snapshot
-        looked.append(f"Hugging Face cache {cache / ('models--' + name.replace('/', '--'))} (revision {revision or 'main'})")
+        repo_folder = cache / ("models--" + name.replace("/", "--"))
+        looked.append(f"Hugging Face cache {repo_folder} (revision {revision or 'main'})")
         if not is_offline():
             try:
                 from huggingface_hub import snapshot_download
@@ -104,13 +106,15 @@ def read_json(path: Path, what: str = "JSON file") -> dict:
 
 
 def _inside(folder: Path, name: str, index_file: Path) -> Path:
-    """A shard named by an index file, refused if the name would leave the model folder."""
-    if not isinstance(name, str) or not name or os.path.isabs(name) or ".." in Path(name).parts:
+    """A shard named by an index file, refused if the name would leave the model folder.
+
+    The check is on the name, not on the resolved path: in the Hugging Face cache every file of a
+    snapshot is a symlink into `blobs/`, outside the snapshot folder, and that is fine.
+    """
+    if (not isinstance(name, str) or not name or os.path.isabs(name) or Path(name).anchor
+            or ".." in Path(name).parts):
         raise CheckpointError(f"{index_file}: shard name {name!r} points outside the model folder; refused")
-    target = (folder / name).resolve()
-    if folder.resolve() not in target.parents:
-        raise CheckpointError(f"{index_file}: shard name {name!r} points outside the model folder; refused")
-    return target
+    return folder / name
 
 
 def weight_files(folder: Path) -> list[Path]:
@@ -125,7 +129,7 @@ def weight_files(folder: Path) -> list[Path]:
                 raise CheckpointError(f"{index_file}: missing or empty 'weight_map'")
             shards = list(dict.fromkeys(weight_map.values()))
             paths = [_inside(folder, shard, index_file) for shard in shards]
-            for shard, p in zip(shards, paths):
+            for shard, p in zip(shards, paths, strict=True):
                 if not p.is_file():
                     raise CheckpointError(f"{index_file}: shard {shard!r} is missing from {folder}")
             return paths

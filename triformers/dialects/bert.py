@@ -113,7 +113,16 @@ class BertDialect(Dialect):
                                           "token_classifier.bias": "classifier.bias"},
                  "question_answering": {"token_classifier.weight": "qa_outputs.weight",
                                         "token_classifier.bias": "qa_outputs.bias"}}
-        return body + [Rule(o, (t,), head=head) for o, t in heads.get(head, {}).items()]
+        rules = [Rule(o, (t,), head=head) for o, t in heads.get(head, {}).items()]
+        if head == "mlm" and not config.tie_word_embeddings:
+            # Untied, transformers (v5) adds the decoder's own bias and leaves `*.bias` unused; v4 kept
+            # the two equal. Read the decoder's bias when present and write both, so either loads it.
+            bias = self.mlm_names["mlm.bias"]
+            decoder_bias = self.mlm_names["mlm.decoder.weight"].removesuffix("weight") + "bias"
+            rules = [r for r in rules if r.ours != "mlm.bias"] + [
+                Rule("mlm.bias", (f"{decoder_bias}|{bias}", f"{bias}|{decoder_bias}"), head=head,
+                     load=lambda tensors, config: tensors[0], save=lambda tensor, config: (tensor, tensor))]
+        return body + rules
 
 
 class RobertaDialect(BertDialect):

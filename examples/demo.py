@@ -1,0 +1,84 @@
+"""The triformers demo: each section shows one family at work, offline, on real or tiny models.
+
+Run it with `bash scripts/demo.sh [path/to/all-MiniLM-L6-v2]` (or `python examples/demo.py ...`).
+Section 1, encoder-only: semantic search with the real all-MiniLM-L6-v2 (sentence-transformers):
+mean-pooled token states, L2-normalised, ranked by cosine similarity.
+Sections are plain functions taking the parsed arguments; a new one is appended to SECTIONS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from triformers import AutoModel, AutoTokenizer
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MINILM = ROOT / ".assets" / "all-MiniLM-L6-v2"
+
+QUERY = "How do I keep my houseplants alive?"
+SENTENCES = [
+    "Water your ferns once a week and keep them out of direct sunlight.",
+    "Most indoor plants die from overwatering rather than neglect.",
+    "The central bank raised interest rates by a quarter point.",
+    "A good sourdough loaf needs a long, slow rise.",
+    "The striker scored twice in the final ten minutes of the match.",
+    "Repotting a root-bound cactus in spring helps it grow.",
+    "The new phone has a brighter screen and a longer battery life.",
+    "Volcanic eruptions can cool the planet for several years.",
+]
+
+
+def embed(tokenizer, model, texts: list[str]) -> torch.Tensor:
+    """Sentence embeddings as sentence-transformers makes them: mean over real tokens, unit length."""
+    batch = tokenizer(texts, padding=True, truncation=True, max_length=256, return_tensors="pt")
+    with torch.no_grad():
+        hidden = model(**batch).last_hidden_state  # (B, T, H)
+    mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (B, T, 1): padding counts 0
+    mean = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)  # (B, H)
+    return F.normalize(mean, dim=-1)
+
+
+def semantic_search(args: argparse.Namespace) -> None:
+    """Encoder-only family: rank sentences by meaning against a query."""
+    print(f"== encoder-only: semantic search with {args.minilm.name} ==")
+    start = time.perf_counter()
+    tokenizer = AutoTokenizer.from_pretrained(args.minilm)
+    model = AutoModel.from_pretrained(args.minilm)
+    loaded = time.perf_counter()
+    query, sentences = embed(tokenizer, model, [QUERY]), embed(tokenizer, model, SENTENCES)
+    scores = (sentences @ query.T).squeeze(-1)  # cosine similarity: both sides have unit length
+    print(f"loaded in {loaded - start:.2f} s, embedded {len(SENTENCES) + 1} texts in "
+          f"{time.perf_counter() - loaded:.2f} s ({model.num_parameters() / 1e6:.1f}M parameters)")
+    print(f"query: {QUERY}\n")
+    print(f"{'rank':>4}  {'cosine':>6}  sentence")
+    for rank, i in enumerate(scores.argsort(descending=True).tolist(), start=1):
+        print(f"{rank:>4}  {scores[i].item():6.3f}  {SENTENCES[i]}")
+    print()
+
+
+SECTIONS = [semantic_search]  # later: pre-training each family (MLM, CLM, span corruption)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("minilm", nargs="?", type=Path, default=DEFAULT_MINILM,
+                        help=f"folder of all-MiniLM-L6-v2 (default: {DEFAULT_MINILM})")
+    args = parser.parse_args(argv)
+    if not (args.minilm / "config.json").is_file():
+        print(f"no model at {args.minilm}: run `bash scripts/fetch_assets.sh .assets` or pass a folder",
+              file=sys.stderr)
+        return 2
+    torch.manual_seed(0)
+    for section in SECTIONS:
+        section(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
