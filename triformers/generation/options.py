@@ -8,6 +8,8 @@ limit (transformers caps `max_length` at `max_position_embeddings` the same way)
 
 from __future__ import annotations
 
+import logging
+
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +19,8 @@ from ..errors import InputError
 
 DEFAULT_NEW_TOKENS = 20  # transformers' default max_length of 20 counted as new tokens, as it does
 IGNORED = ("token_type_ids",)  # tokenizers return them; they mean nothing to generation
+
+logger = logging.getLogger("triformers")
 
 
 @dataclass
@@ -55,6 +59,20 @@ def _ids(value: Any, name: str, vocab_size: int) -> tuple[int, ...]:
         if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < vocab_size:
             raise InputError(f"generate: {name} must be token ids in 0..{vocab_size - 1}, got {value!r}")
     return tuple(int(v) for v in values)
+
+
+def _config_ids(given: Any, from_config: Any, name: str, vocab_size: int) -> tuple[int, ...]:
+    """Ids the caller gave are checked strictly; ids from the config outside the vocabulary (a config
+    copied from a bigger model, say) can never be generated, so they are dropped with a warning."""
+    if given is not None:
+        return _ids(given, name, vocab_size)
+    values = [] if from_config is None else list(from_config) if isinstance(from_config, (list, tuple)) \
+        else [from_config]
+    kept = tuple(v for v in values if isinstance(v, int) and 0 <= v < vocab_size)
+    if len(kept) < len(values):
+        logger.warning("generate: ignoring config %s %r outside the vocabulary (0..%d)", name, from_config,
+                       vocab_size - 1)
+    return kept
 
 
 def _one_id(value: Any, name: str, vocab_size: int) -> int | None:
@@ -140,8 +158,9 @@ def resolve_options(model, prompt_length: int, *, max_new_tokens: int | None = N
     if seed is not None:
         generator = torch.Generator(device=model.device).manual_seed(_int(seed, "seed", 0))
 
-    eos = _ids(eos_token_id if eos_token_id is not None else config.eos_token_id, "eos_token_id", V)
-    pad = _one_id(pad_token_id if pad_token_id is not None else config.pad_token_id, "pad_token_id", V)
+    eos = _config_ids(eos_token_id, config.eos_token_id, "eos_token_id", V)
+    # the pad id only fills finished rows of the output, so a config's out-of-vocabulary pad is harmless
+    pad = _one_id(pad_token_id, "pad_token_id", V) if pad_token_id is not None else config.pad_token_id
     if pad is None and eos:
         pad = eos[0]  # transformers: "Setting pad_token_id to eos_token_id"
     start = None
@@ -161,7 +180,6 @@ def resolve_options(model, prompt_length: int, *, max_new_tokens: int | None = N
         pad_token_id=pad,
         forced_bos_token_id=_one_id(forced_bos_token_id if forced_bos_token_id is not None
                                     else config.forced_bos_token_id, "forced_bos_token_id", V),
-        forced_eos_token_ids=_ids(forced_eos_token_id if forced_eos_token_id is not None
-                                  else config.forced_eos_token_id, "forced_eos_token_id", V),
+        forced_eos_token_ids=_config_ids(forced_eos_token_id, config.forced_eos_token_id, "forced_eos_token_id", V),
         decoder_start_token_id=start, use_cache=bool(use_cache), generator=generator,
     )
