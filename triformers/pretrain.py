@@ -139,6 +139,8 @@ def build_config(dialect: str, tokenizer: Tokenizer, size: ModelSize) -> ModelCo
         changes["head_dim"] = size.hidden_size // size.heads
     if size.dropout is not None:
         changes.update(dropout=size.dropout, attention_dropout=size.dropout)
+    if base.output_scale != 1.0:  # T5 v1.0 scales by d_model**-0.5: the new width's, as a reload computes it
+        changes["output_scale"] = size.hidden_size ** -0.5
     for key in ("pad_token_id", "bos_token_id", "eos_token_id"):
         if getattr(tokenizer, key, None) is not None:
             changes[key] = getattr(tokenizer, key)
