@@ -121,6 +121,10 @@ register(Command("pretrain", "pre-train a model of any family from scratch", _pr
 
 
 from . import cli_use  # noqa: E402,F401  (registers fill-mask, generate, text2text, classify, ner, qa, embed)
+from . import finetune as _finetune  # noqa: E402
+
+register(Command("finetune", "fine-tune a model: text / token classification, extractive QA, seq2seq",
+                 _finetune.add_arguments, _finetune.run_command))
 
 
 # ---- entry point -----------------------------------------------------------------------------------------
