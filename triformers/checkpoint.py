@@ -43,6 +43,9 @@ def read_config(folder: Path, overrides: dict[str, Any] | None = None) -> tuple[
             logger.warning("%s: ignoring %r (triformers never runs code from a model folder)", path, key)
             hf.pop(key)
     overrides = dict(overrides or {})
+    if overrides.pop("trust_remote_code", False):
+        raise ConfigError(f"{path}: trust_remote_code=True is refused: triformers never runs code from a model "
+                          "folder or the hub, it loads its built-in dialects only (drop the argument)")
     if "id2label" in overrides and "num_labels" not in overrides:
         overrides["num_labels"] = len(overrides["id2label"])
     if ("num_labels" in overrides and "id2label" not in overrides
@@ -125,6 +128,10 @@ def load_state(model: nn.Module, dialect: Dialect, tensors: dict[str, torch.Tens
             sources = tuple(tensors[k] for k in found)
             value = rule.load(sources, config) if rule.load else sources[0]
             target = params[ours]
+            if value.is_floating_point() != target.is_floating_point():
+                raise CheckpointError(f"dtype mismatch in {origin[found[0]]}: {', '.join(found)} is {value.dtype}, "
+                                      f"the model needs a {'floating' if target.is_floating_point() else 'integer'} "
+                                      "tensor")
             if tuple(value.shape) != tuple(target.shape):
                 detail = f"{', '.join(found)} has shape {tuple(value.shape)}, the config needs {tuple(target.shape)}"
                 if rule.head is not None and ignore_mismatched_sizes:
@@ -197,11 +204,18 @@ def _atomic_write(path: Path, write) -> None:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; a saved model is as readable as any file
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def state_dict_to_hf(model: nn.Module) -> dict[str, torch.Tensor]:

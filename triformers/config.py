@@ -18,6 +18,11 @@ NORMS = ("layernorm", "rms")
 PLACEMENTS = ("pre", "post")
 POSITIONS = ("learned", "relative", "alibi", "none")
 ACTIVATIONS = ("gelu", "gelu_tanh", "relu", "silu")
+# Upper bounds far above any published checkpoint: a config.json asking for more is refused before
+# anything is allocated (a 10**12 vocabulary would otherwise be an out-of-memory crash, not an error).
+LIMITS = {"vocab_size": 2**24, "hidden_size": 2**17, "num_layers": 2**12, "num_heads": 2**12,
+          "intermediate_size": 2**20, "head_dim": 2**14, "num_decoder_layers": 2**12, "max_positions": 2**24,
+          "type_vocab_size": 2**20, "position_offset": 2**20, "num_labels": 2**24}
 
 
 @dataclass
@@ -110,6 +115,10 @@ class ModelConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ConfigError(f"{where}: {name} must be a non-negative integer, got {value!r}")
+        for name, limit in LIMITS.items():
+            value = getattr(self, name)
+            if isinstance(value, int) and value > limit:
+                raise ConfigError(f"{where}: {name} = {value} is beyond any real model (at most {limit}); refused")
         if self.head_dim is None and self.hidden_size % self.num_heads:
             raise ConfigError(
                 f"{where}: hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}"
@@ -127,6 +136,9 @@ class ModelConfig:
                 raise ConfigError(f"{where}: {name} must be in [0, 1), got {value!r}")
         if not isinstance(self.num_labels, int) or self.num_labels <= 0:
             raise ConfigError(f"{where}: num_labels must be a positive integer, got {self.num_labels!r}")
+        if not isinstance(self.initializer_range, (int, float)) or not 0 <= self.initializer_range < float("inf"):
+            raise ConfigError(f"{where}: initializer_range must be a finite number >= 0, "
+                              f"got {self.initializer_range!r}")
         if not isinstance(self.norm_eps, (int, float)) or not self.norm_eps > 0:
             raise ConfigError(f"{where}: norm_eps must be a positive number, got {self.norm_eps!r}")
 

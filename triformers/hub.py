@@ -127,6 +127,8 @@ def weight_files(folder: Path) -> list[Path]:
             weight_map = index.get("weight_map")
             if not isinstance(weight_map, dict) or not weight_map:
                 raise CheckpointError(f"{index_file}: missing or empty 'weight_map'")
+            for shard in weight_map.values():  # every name checked (and hashable) before any is used
+                _inside(folder, shard, index_file)
             shards = list(dict.fromkeys(weight_map.values()))
             paths = [_inside(folder, shard, index_file) for shard in shards]
             for shard, p in zip(shards, paths, strict=True):

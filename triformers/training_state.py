@@ -46,8 +46,8 @@ def write_checkpoint(output_dir: str | os.PathLike, step: int, state: dict[str, 
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"checkpoint-{step:07d}"
     tmp = folder / f".tmp-{final.name}-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    for stale in [*folder.glob(".tmp-checkpoint-*"), *folder.glob(".old-checkpoint-*")]:
+        shutil.rmtree(stale)  # half-written by a process killed while saving (rank 0 is the only writer)
     tmp.mkdir()
     try:
         torch.save(state, tmp / "trainer_state.pt")

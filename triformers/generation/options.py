@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,10 @@ from ..errors import InputError
 
 DEFAULT_NEW_TOKENS = 20  # transformers' default max_length of 20 counted as new tokens, as it does
 IGNORED = ("token_type_ids",)  # tokenizers return them; they mean nothing to generation
+# Models without a position table (T5's relative buckets, BLOOM's ALiBi) have no length limit of their
+# own; prompt + new tokens beyond this are refused rather than sizing a KV cache nothing can allocate.
+MAX_UNBOUNDED_POSITIONS = 2**20
+MAX_SEQUENCES = 4096  # num_beams, num_return_sequences: each is a row of the KV cache
 
 logger = logging.getLogger("triformers")
 
@@ -89,8 +94,8 @@ def _int(value: Any, name: str, low: int) -> int:
 
 
 def _float(value: Any, name: str) -> float:
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        raise InputError(f"generate: {name} must be a number, got {value!r}")
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+        raise InputError(f"generate: {name} must be a finite number, got {value!r}")
     return float(value)
 
 
@@ -124,6 +129,9 @@ def resolve_options(model, prompt_length: int, *, max_new_tokens: int | None = N
                              "positions; raise it or give max_new_tokens")
     else:
         new = DEFAULT_NEW_TOKENS if limit is None else max(1, min(DEFAULT_NEW_TOKENS, limit - prompt_length))
+    if limit is None and prompt_length + new > MAX_UNBOUNDED_POSITIONS:
+        raise InputError(f"generate: {prompt_length} prompt positions + {new} new tokens exceed "
+                         f"{MAX_UNBOUNDED_POSITIONS} positions; lower max_new_tokens")
     if limit is not None and prompt_length + new > limit:
         raise InputError(f"generate: {prompt_length} prompt positions + {new} new tokens = {prompt_length + new} "
                          f"exceed the model's {limit} positions; shorten the prompt or lower max_new_tokens")
@@ -141,6 +149,8 @@ def resolve_options(model, prompt_length: int, *, max_new_tokens: int | None = N
             raise InputError(f"generate: top_p must be in (0, 1], got {top_p}")
     beams = _int(num_beams, "num_beams", 1)
     returns = _int(num_return_sequences, "num_return_sequences", 1)
+    if max(beams, returns) > MAX_SEQUENCES:
+        raise InputError(f"generate: num_beams={beams} / num_return_sequences={returns}: at most {MAX_SEQUENCES}")
     if beams > 1 and returns > beams:
         raise InputError(f"generate: num_return_sequences={returns} is more than num_beams={beams}")
     if beams == 1 and not sample and returns > 1:

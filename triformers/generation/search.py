@@ -63,6 +63,9 @@ def generate(model, input_ids: torch.Tensor | None = None, attention_mask: torch
     decoder_only = model.family == "decoder"
     L = input_ids.shape[1] if decoder_only else 1  # decoder positions before the first new token
     options = resolve_options(model, L, **kwargs)
+    if streamer is not None and not all(callable(getattr(streamer, m, None)) for m in ("put", "end")):
+        raise InputError(f"generate: streamer must have put(ids) and end() methods (e.g. TextStreamer), "
+                         f"got {type(streamer).__name__}")
     if streamer is not None and (B > 1 or options.num_beams > 1 or options.num_return_sequences > 1):
         raise InputError("generate: a streamer follows one sequence; use it with one prompt, num_beams=1 "
                          "and num_return_sequences=1")

@@ -90,17 +90,33 @@ def sequence_classification_loss(logits: torch.Tensor, labels: torch.Tensor, con
     if problem == "regression":
         return F.mse_loss(logits.squeeze(-1).float(), labels.squeeze(-1).float())
     if problem == "single_label_classification":
+        check_labels(labels.view(-1), (logits.shape[0],), config.num_labels)
         return F.cross_entropy(logits.float().view(-1, config.num_labels), labels.view(-1))
     return F.binary_cross_entropy_with_logits(logits.float(), labels.float())
 
 
+def check_labels(labels: torch.Tensor, shape: tuple[int, ...], classes: int) -> None:
+    """Clear errors for labels of the wrong shape or outside 0..classes-1 (-100 = ignored)."""
+    if not isinstance(labels, torch.Tensor) or tuple(labels.shape) != tuple(shape):
+        got = tuple(labels.shape) if isinstance(labels, torch.Tensor) else type(labels).__name__
+        raise InputError(f"labels must have shape {tuple(shape)}, got {got}")
+    if labels.dtype.is_floating_point or labels.dtype == torch.bool:
+        raise InputError(f"labels must hold integer ids, got {labels.dtype}")
+    bad = ((labels < 0) & (labels != -100)) | (labels >= classes)
+    if bool(bad.any()):
+        where = tuple(int(i) for i in bad.nonzero()[0])
+        raise InputError(f"labels{list(where)} = {int(labels[where])} is outside 0..{classes - 1} (-100 = ignored)")
+
+
 def token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Cross-entropy over (B, T, V) logits with -100 ignored; computed in fp32."""
+    check_labels(labels, logits.shape[:-1], logits.shape[-1])
     return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
 
 
 def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Next-token loss: position t predicts label t+1."""
+    check_labels(labels, logits.shape[:-1], logits.shape[-1])
     return token_loss(logits[:, :-1], labels[:, 1:])
 
 

@@ -10,6 +10,7 @@ because transformers rebuilds the family's pipeline from those flags rather than
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -22,6 +23,7 @@ from ..hub import read_json, resolve
 from . import converters as cv
 from .tokenizer import Tokenizer
 
+logger = logging.getLogger("triformers")
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json + merges.txt", "spiece.model")
 # keys that describe the old files or run code; never carried into a saved tokenizer_config.json
 _DROPPED_KEYS = {
@@ -54,7 +56,13 @@ def load_folder(
 ) -> Tokenizer:
     folder = resolve(name_or_path, revision=revision, cache_dir=cache_dir)
     config_file = folder / "tokenizer_config.json"
-    config = {**_read_optional_json(config_file, "tokenizer config"), **(overrides or {})}
+    overrides = dict(overrides or {})
+    if overrides.pop("trust_remote_code", False):
+        raise TokenizerError(f"{folder}: trust_remote_code=True is refused: triformers never runs code from a "
+                             "model folder or the hub (drop the argument)")
+    config = {**_read_optional_json(config_file, "tokenizer config"), **overrides}
+    if "auto_map" in config:
+        logger.warning("%s: ignoring 'auto_map' (triformers never runs code from a model folder)", config_file)
     special_map = _read_optional_json(folder / "special_tokens_map.json", "special tokens map")
     model_type = _read_optional_json(folder / "config.json", "model config").get("model_type")
     family = cv.family_for(config.get("tokenizer_class"), model_type, config_file)
@@ -195,6 +203,9 @@ def _family_flags(tokenizer: Tokenizer) -> dict[str, Any]:
 
 def _write_atomic(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600 files; saved tokenizer files are ordinary files
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)

@@ -232,6 +232,8 @@ class Tokenizer:
             text_pair = None  # transformers treats an empty single pair as no pair
         if batched and isinstance(text_pair, str):
             raise TokenizerError("for a batch of texts, text_pair must be a list of the same length, not a string")
+        if text_pair is not None and not isinstance(text_pair, (str, list, tuple)):
+            raise TokenizerError(f"text_pair must be a string or a list of strings, got {type(text_pair).__name__}")
         if text_pair is not None:
             pairs = list(text_pair) if batched else [text_pair]
             if len(pairs) != len(texts):
@@ -248,7 +250,8 @@ class Tokenizer:
                 inputs, add_special_tokens=add_special_tokens, is_pretokenized=is_split_into_words
             )
         except Exception as err:  # the backend reports truncation impossibilities as bare Exceptions
-            raise TokenizerError(f"tokenization failed: {err}") from None
+            raise TokenizerError(f"tokenization failed (text input, is_split_into_words={is_split_into_words}): "
+                                 f"{err}") from None
         finally:
             self.backend.no_padding()
             self.backend.no_truncation()
@@ -286,6 +289,11 @@ class Tokenizer:
             isinstance(max_length, bool) or not isinstance(max_length, int) or max_length <= 0
         ):
             raise TokenizerError(f"max_length must be a positive int or None, got {max_length!r}")
+        if isinstance(stride, bool) or not isinstance(stride, int) or stride < 0:
+            raise TokenizerError(f"stride must be a non-negative int, got {stride!r}")
+        if pad_to_multiple_of is not None and (isinstance(pad_to_multiple_of, bool)
+                                               or not isinstance(pad_to_multiple_of, int) or pad_to_multiple_of <= 0):
+            raise TokenizerError(f"pad_to_multiple_of must be a positive int or None, got {pad_to_multiple_of!r}")
         if padding not in PADDING:
             raise TokenizerError(f"padding must be one of {list(PADDING)}, got {padding!r}")
         if truncation not in TRUNCATION:
@@ -303,7 +311,11 @@ class Tokenizer:
             if trunc is not None:
                 trunc, max_length = (trunc, self.model_max_length) if limited else (None, max_length)
         if trunc is not None:
-            self.backend.enable_truncation(max_length, stride=stride, strategy=trunc, direction=self.truncation_side)
+            try:
+                self.backend.enable_truncation(max_length, stride=stride, strategy=trunc,
+                                               direction=self.truncation_side)
+            except (ValueError, OverflowError) as err:  # stride >= max_length, sizes beyond the backend's
+                raise TokenizerError(f"truncation with max_length={max_length}, stride={stride}: {err}") from None
         if pad is not None:
             if self.pad_token_id is None:
                 raise TokenizerError(
