@@ -24,3 +24,13 @@ def asset(relative: str) -> Path:
     if not path.exists():
         pytest.skip(f"test asset {path} is missing: run `bash scripts/fetch_assets.sh .assets`")
     return path
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tests run tiny models: one thread is fastest, above all when other jobs share the cores (OpenMP
+    threads spin-waiting for a busy core made a 50k-parameter training step take seconds)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -23,15 +23,6 @@ AUTO = {"encoder": AutoModelForMaskedLM, "decoder": AutoModelForCausalLM, "encod
 ROW = re.compile(r"^(encoder|decoder|encoder-decoder)\s+(\w+)\s+([\d.]+)M\s+(\d+)\s+(\S+)\s+(\S+)\s+(\d+)s$")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one thread is fastest, above all when other jobs share the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def table_rows(printed: str) -> list[tuple[str, ...]]:
     return [m.groups() for line in printed.splitlines() if (m := ROW.match(line))]
 

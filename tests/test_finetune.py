@@ -35,15 +35,6 @@ SORT_WORDS = ["cat", "dog", "sun", "tree", "car", "book", "fish", "bird"]
 ALL_WORDS = POSITIVE + NEGATIVE + FILLER + FIRST + LAST + CITIES + SHADES + COLORS + SORT_WORDS + ["which", "color"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one thread is fastest, above all when other jobs share the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny_checkpoint(folder: Path, dialect: str, kind: str) -> str:
     """A random 2-layer model of `dialect` with a tokenizer trained on the toy words, saved as a checkpoint."""
     tokenizer = train_tokenizer([" ".join(ALL_WORDS)] * 4, kind=kind, vocab_size=200, min_frequency=1)

@@ -37,14 +37,6 @@ JSON_VALUES = st.one_of(
     st.lists(st.integers(-3, 100), max_size=3), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def tallies():
     counts: dict[str, Counter] = {}

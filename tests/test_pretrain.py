@@ -27,15 +27,6 @@ FAMILY_AUTO = {"encoder": AutoModelForMaskedLM, "decoder": AutoModelForCausalLM,
                "encoder-decoder": AutoModelForSeq2SeqLM}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one thread is fastest, above all when other jobs share the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("triformers-cache")

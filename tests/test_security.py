@@ -32,14 +32,6 @@ AUTO_CASES = [(AutoModel, "bert"), (AutoModelForMaskedLM, "bert"), (AutoModelFor
               (AutoModelForCausalLM, "gpt2"), (AutoModelForSeq2SeqLM, "t5"), (AutoConfig, "t5")]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
     """One saved tiny checkpoint per family, with a tokenizer beside it."""

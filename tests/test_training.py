@@ -50,16 +50,6 @@ def _args(out, **changes) -> TrainingArguments:
     return TrainingArguments(**{**base, **changes})
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and far faster when other jobs share the cores (OpenMP
-    threads spin-waiting for a busy core made a 50k-parameter step take seconds)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.mark.parametrize("dialect", DIALECT_NAMES)
 def test_tiny_model_overfits_one_batch(dialect, corpus_file, tmp_path):
     """80 steps on one fixed batch take the loss from ~ln(vocab) (about 6) below 1.0.

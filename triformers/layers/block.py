@@ -136,8 +136,9 @@ class Stack(nn.Module):
         if self.rel_bias is not None:
             bias = self.rel_bias(T, Tk, past).to(dtype)  # (1, nh, T, Tk)
         if self.config.positions == "alibi":
-            mask2d = attention_mask if attention_mask is not None else torch.ones(B, Tk, dtype=torch.long, device=device)
-            bias = alibi_bias(mask2d, self.config.num_heads, dtype)  # (B, nh, 1, Tk)
+            if attention_mask is None:
+                attention_mask = torch.ones(B, Tk, dtype=torch.long, device=device)
+            bias = alibi_bias(attention_mask, self.config.num_heads, dtype)  # (B, nh, 1, Tk)
         padded = attention_mask is not None and not bool(attention_mask.all())
         if bias is None and not padded:
             if not self.causal or T == 1:
