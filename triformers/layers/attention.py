@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .linear import Linear
+
 
 class KVCache:
     """Keys and values of past positions, preallocated for the whole generation.
@@ -57,12 +59,12 @@ class Attention(nn.Module):
         self.scale = None if scale else 1.0  # None: SDPA's 1/sqrt(head_dim)
         self.dropout = dropout
         if cross:
-            self.q = nn.Linear(hidden_size, inner, bias=bias)
-            self.kv = nn.Linear(hidden_size, 2 * inner, bias=bias)
+            self.q = Linear(hidden_size, inner, bias=bias)
+            self.kv = Linear(hidden_size, 2 * inner, bias=bias)
             self.q.is_cross_query = True  # T5's init scales queries differently (models/base.py)
         else:
-            self.qkv = nn.Linear(hidden_size, 3 * inner, bias=bias)
-        self.out = nn.Linear(inner, hidden_size, bias=bias)
+            self.qkv = Linear(hidden_size, 3 * inner, bias=bias)
+        self.out = Linear(inner, hidden_size, bias=bias)
 
     def _heads(self, x: torch.Tensor, parts: int) -> tuple[torch.Tensor, ...]:
         B, T, _ = x.shape

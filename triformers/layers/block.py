@@ -14,6 +14,7 @@ from torch import nn
 
 from ..config import ModelConfig
 from .attention import Attention, KVCache
+from .linear import Linear
 from .norms import make_norm
 from .positions import RelativePositionBias, alibi_bias
 
@@ -29,9 +30,9 @@ class MLP(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         H, inner = config.hidden_size, config.intermediate_size
-        self.up = nn.Linear(H, inner, bias=config.bias)
-        self.gate = nn.Linear(H, inner, bias=config.bias) if config.gated_mlp else None
-        self.down = nn.Linear(inner, H, bias=config.bias)
+        self.up = Linear(H, inner, bias=config.bias)
+        self.gate = Linear(H, inner, bias=config.bias) if config.gated_mlp else None
+        self.down = Linear(inner, H, bias=config.bias)
         self.act = ACTIVATIONS[config.activation]
         self.drop = nn.Dropout(config.dropout)
         self.down_fp32 = config.mlp_down_fp32

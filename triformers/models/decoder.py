@@ -8,12 +8,12 @@ positions, as in transformers. `logits_to_keep=1` computes the LM head for the l
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..config import ModelConfig
 from ..layers.attention import KVCache
 from ..layers.block import Stack
+from ..layers.linear import Linear, linear
 from .base import TransformerModel
 from .heads import SequenceClassifier, causal_lm_loss, select_token, sequence_classification_loss
 from .outputs import ModelOutput
@@ -28,13 +28,13 @@ class DecoderModel(TransformerModel):
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
         self.decoder = Stack(config, config.num_layers, causal=True)
         untied = head == "lm" and not config.tie_word_embeddings
-        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False) if untied else None
+        self.lm_head = Linear(config.hidden_size, config.vocab_size, bias=False) if untied else None
         self.classifier = SequenceClassifier(config) if head == "sequence_classification" else None
 
     def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         if self.lm_head is not None:  # untied, or a quantized copy of the tied matrix
             return self.lm_head(hidden)
-        return F.linear(hidden, self.embed_tokens.weight)
+        return linear(hidden, self.embed_tokens.weight)
 
     def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
                 position_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None,

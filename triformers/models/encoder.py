@@ -13,6 +13,7 @@ from torch import nn
 from ..config import ModelConfig
 from ..errors import InputError
 from ..layers.block import Stack
+from ..layers.linear import Linear
 from .base import TransformerModel
 from .heads import (MLMHead, SequenceClassifier, select_token, sequence_classification_loss, span_loss,
                     token_loss)
@@ -29,13 +30,13 @@ class EncoderModel(TransformerModel):
         self.embed_tokens = nn.Embedding(config.vocab_size, H, padding_idx=config.pad_token_id)
         self.encoder = Stack(config, config.num_layers, causal=False)
         pooled_head = head is None or (head == "sequence_classification" and config.classifier == "pooled")
-        self.pooler = nn.Linear(H, H) if config.pooler and pooled_head else None
+        self.pooler = Linear(H, H) if config.pooler and pooled_head else None
         self.mlm = MLMHead(config) if head == "mlm" else None
         self.classifier = SequenceClassifier(config) if head == "sequence_classification" else None
         if head in ("token_classification", "question_answering"):
             p = config.classifier_dropout if config.classifier_dropout is not None else config.dropout
             self.drop = nn.Dropout(p)
-            self.token_classifier = nn.Linear(H, config.num_labels if head == "token_classification" else 2)
+            self.token_classifier = Linear(H, config.num_labels if head == "token_classification" else 2)
 
     def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,

@@ -9,13 +9,13 @@ sequence classification) they are the input_ids shifted right, as `BartModel` do
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..config import ModelConfig
 from ..errors import InputError
 from ..layers.attention import KVCache
 from ..layers.block import Stack
+from ..layers.linear import Linear, linear
 from .base import TransformerModel
 from .heads import SequenceClassifier, select_token, sequence_classification_loss, token_loss
 from .outputs import ModelOutput
@@ -39,7 +39,7 @@ class EncoderDecoderModel(TransformerModel):
         self.encoder = Stack(config, config.num_layers, causal=False)
         self.decoder = Stack(config, config.decoder_layers, causal=True, cross=True)
         untied = head == "lm" and not config.tie_word_embeddings
-        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False) if untied else None
+        self.lm_head = Linear(config.hidden_size, config.vocab_size, bias=False) if untied else None
         if head == "lm" and config.final_logits_bias:
             self.register_buffer("final_logits_bias", torch.zeros(1, config.vocab_size))
         else:
@@ -59,7 +59,7 @@ class EncoderDecoderModel(TransformerModel):
         if self.config.output_scale != 1.0:  # T5 v1.0: d_model**-0.5, tied or not (as transformers)
             hidden = hidden * self.config.output_scale
         weight = self.lm_head.weight if self.lm_head is not None else self.embed_tokens.weight
-        logits = F.linear(hidden, weight)
+        logits = linear(hidden, weight)
         return logits + self.final_logits_bias if self.final_logits_bias is not None else logits
 
     def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,

@@ -13,6 +13,7 @@ from torch import nn
 from ..config import ModelConfig
 from ..errors import InputError
 from ..layers.block import ACTIVATIONS
+from ..layers.linear import Linear, linear
 from ..layers.norms import make_norm
 
 
@@ -22,16 +23,16 @@ class MLMHead(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         H = config.hidden_size
-        self.dense = nn.Linear(H, H)
+        self.dense = Linear(H, H)
         self.act = ACTIVATIONS[config.activation]
         self.norm = make_norm(config.norm, H, config.norm_eps)
-        self.decoder = None if config.tie_word_embeddings else nn.Linear(H, config.vocab_size, bias=False)
+        self.decoder = None if config.tie_word_embeddings else Linear(H, config.vocab_size, bias=False)
         self.bias = nn.Parameter(torch.zeros(config.vocab_size))
 
     def forward(self, hidden: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
         h = self.norm(self.act(self.dense(hidden)))
         weight = embedding if self.decoder is None else self.decoder.weight
-        return F.linear(h, weight, self.bias)
+        return linear(h, weight, self.bias)
 
 
 class SequenceClassifier(nn.Module):
@@ -45,10 +46,10 @@ class SequenceClassifier(nn.Module):
         p = config.classifier_dropout if config.classifier_dropout is not None else config.dropout
         self.drop = nn.Dropout(p)
         if self.kind == "dense_tanh":
-            self.dense = nn.Linear(H, H)
-            self.out = nn.Linear(H, n)
+            self.dense = Linear(H, H)
+            self.out = Linear(H, n)
         else:
-            self.out = nn.Linear(H, n, bias=self.kind == "pooled")
+            self.out = Linear(H, n, bias=self.kind == "pooled")
 
     def forward(self, token: torch.Tensor) -> torch.Tensor:
         if self.kind == "dense_tanh":
