@@ -82,6 +82,8 @@ def _pretrain_arguments(parser: argparse.ArgumentParser) -> None:
                       help="continue from the newest checkpoint in --out (or from the given checkpoint folder)")
     loop.add_argument("--overwrite", action="store_true", help="start over even if --out holds checkpoints")
     loop.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
+    loop.add_argument("--fsdp", action="store_true",
+                      help="under torchrun: shard the model, gradients and optimizer state (FSDP) instead of DDP")
     loop.add_argument("--no-progress", action="store_true")
     loop.add_argument("--no-plot", action="store_true")
 
@@ -98,7 +100,8 @@ def pretrain_options(args: argparse.Namespace):
         min_lr_ratio=args.min_lr_ratio, max_grad_norm=args.max_grad_norm or None, bf16=args.bf16,
         eval_every=args.eval_every, eval_batches=args.eval_batches, save_every=args.save_every,
         save_total_limit=args.keep, log_every=args.log_every, seed=args.seed, resume=args.resume,
-        overwrite=args.overwrite, device=args.device, progress=not args.no_progress, plot=not args.no_plot)
+        overwrite=args.overwrite, device=args.device, fsdp=args.fsdp, progress=not args.no_progress,
+        plot=not args.no_plot)
     size = ModelSize(hidden_size=args.hidden_size, layers=args.layers, heads=args.heads,
                      intermediate_size=args.intermediate_size, seq_len=args.seq_len, dropout=args.dropout)
     return PretrainOptions(family=args.family, dialect=args.dialect, data=args.data, tokenizer=args.tokenizer,

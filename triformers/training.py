@@ -22,10 +22,13 @@ collator's batch and returns an output with `.loss` (every triformers model with
       # or elastic: torchrun --nnodes=2 --nproc_per_node=8 --rdzv_backend=c10d --rdzv_endpoint=10.0.0.1:29500 ...
 
   `--out` must be a shared filesystem for `--resume` to find rank 0's checkpoints on every node.
+- FSDP (`fsdp=True`, `--fsdp`): the same torchrun launch (one node or several, the flags above), but
+  the model is sharded with FSDP2's `fully_shard` instead of replicated by DDP; see `shard_model`.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import os
@@ -83,6 +86,7 @@ class TrainingArguments:
     progress: bool = True
     plot: bool = True
     device: str | None = None  # default: cuda:LOCAL_RANK when available, else cpu
+    fsdp: bool = False  # under torchrun: shard parameters, gradients and optimizer state (FSDP2), not DDP
 
     def validate(self) -> None:
         if self.schedule not in SCHEDULES:
@@ -162,6 +166,48 @@ def init_distributed(device: str | None = None) -> Distributed:
     return Distributed(rank, world_size, local_rank)
 
 
+def shard_model(model: nn.Module, device: torch.device, world_size: int) -> nn.Module:
+    """Shard `model` in place with FSDP2 (`fully_shard`): one shard group per transformer `Block`, the
+    root group holding the rest (embeddings, final norm, heads).
+
+    Each rank keeps 1/world of every parameter, its gradient and its AdamW moments; a group's full
+    weights are all-gathered just before its forward and backward and freed after, and gradients are
+    reduce-scattered. Pick FSDP over DDP when parameters + gradients + optimizer state (about 16 bytes
+    per parameter in fp32 AdamW) do not fit one device; DDP is simpler and faster when they do (it
+    communicates half as much). The model is built whole in CPU memory on each rank and moved to the
+    device one Block at a time as it is sharded, so the device never holds all of it. Several nodes:
+    launch exactly as for DDP (torchrun --nnodes/--node_rank/--master_addr or --rdzv_endpoint, see the
+    module docstring), adding `--fsdp`; the shards then span every process on every node.
+    Checkpoints hold full (gathered) model and optimizer state dicts, written by rank 0, so a run may be
+    resumed with any number of processes, but only with FSDP again (the optimizer state is keyed by
+    parameter name, not by DDP's parameter index).
+    """
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    from .layers.block import Block
+
+    mesh = init_device_mesh(device.type, (world_size,))
+    for block in [m for m in model.modules() if isinstance(m, Block)]:
+        fully_shard(block, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    return model
+
+
+def meta_copy(model: nn.Module) -> nn.Module:
+    """`model`'s structure with every tensor on the meta device (no memory): FSDP's rank 0 loads the
+    gathered full weights into it (`load_state_dict(assign=True)`) to write the Hugging Face export."""
+    memo = {id(p): nn.Parameter(torch.empty_like(p, device="meta"), p.requires_grad) for p in model.parameters()}
+    memo.update({id(b): torch.empty_like(b, device="meta") for b in model.buffers()})
+    return copy.deepcopy(model, memo)  # deepcopy takes each tensor from memo instead of copying it
+
+
+def _full_state_options(**extra: bool):
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    return StateDictOptions(full_state_dict=True, **extra)
+
+
 def bf16_supported(device: torch.device) -> bool:
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
@@ -183,10 +229,16 @@ class Trainer:
         self.dist = init_distributed(args.device)
         default = f"cuda:{self.dist.local_rank}" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(args.device or default)
-        self.model = model.to(self.device)
+        if args.fsdp and self.dist.world_size < 2:
+            raise TrainingError("fsdp shards the model across processes: launch with torchrun --nproc_per_node=N "
+                                "(N >= 2; WORLD_SIZE is unset or 1 here), or drop fsdp")
+        self.export_copy = meta_copy(model) if args.fsdp and self.dist.is_main else None
+        # FSDP moves each shard to the device itself (never the whole model); the optimizer must see
+        # the sharded parameters, so it is built after sharding
+        self.model = shard_model(model, self.device, self.dist.world_size) if args.fsdp else model.to(self.device)
         self.optimizer = build_optimizer(self.model, args)
         self.wrapped: nn.Module = self.model
-        if self.dist.world_size > 1:
+        if self.dist.world_size > 1 and not args.fsdp:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.wrapped = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         self.bf16 = args.bf16 and bf16_supported(self.device)
@@ -278,8 +330,10 @@ class Trainer:
             batch = self._batch(examples, self.collator, (args.seed, 0, self.step, micro, self.dist.rank))
             tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
             last = micro == args.grad_accum - 1
-            # DDP: all-reduce gradients once per optimizer step, not once per micro-batch
-            sync = self.wrapped.no_sync() if self.dist.world_size > 1 and not last else nullcontext()
+            # DDP: all-reduce gradients once per optimizer step, not once per micro-batch (FSDP reduce-scatters
+            # every micro-batch: holding unsharded gradients across micro-batches would undo its savings)
+            ddp = self.dist.world_size > 1 and not args.fsdp
+            sync = self.wrapped.no_sync() if ddp and not last else nullcontext()
             with sync:
                 with self._autocast():
                     loss = self.wrapped(**batch).loss / args.grad_accum
@@ -294,7 +348,8 @@ class Trainer:
         if not math.isfinite(loss_value):
             self._fail(f"loss is {loss_value}", self.step + 1)
         if args.max_grad_norm:
-            norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), args.max_grad_norm))
+            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), args.max_grad_norm)
+            norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)  # a DTensor under FSDP
             if not math.isfinite(norm):
                 self._fail(f"gradient norm is {norm}", self.step + 1)
         self.optimizer.step()
@@ -311,11 +366,14 @@ class Trainer:
     def evaluate(self) -> tuple[float, float]:
         """(mean loss over label tokens, perplexity) on the first `eval_batches` held-out batches."""
         self.model.eval()
-        b, world = self.args.batch_size, self.dist.world_size
+        b, world, n = self.args.batch_size, self.dist.world_size, len(self.eval_data)
         sums = torch.zeros(2, dtype=torch.float64, device=self.device)  # (loss * tokens, tokens)
-        for batch_index in range(self.args.eval_batches):
+        batches = self.args.eval_batches
+        if self.args.fsdp:  # each forward is collective: only batches in which every rank has examples
+            batches = min(batches, sum(1 for i in range(batches) if ((i + 1) * world - 1) * b < n))
+        for batch_index in range(batches):
             first = (batch_index * world + self.dist.rank) * b
-            indices = range(first, min(first + b, len(self.eval_data)))
+            indices = range(first, min(first + b, n))
             if not indices:
                 break
             batch = self._batch([self.eval_data[i] for i in indices], self.eval_collator,
@@ -344,21 +402,39 @@ class Trainer:
             dist.all_gather_object(rngs, rng)
         else:
             rngs = [rng]
+        if self.args.fsdp:  # gathered to full state dicts (keyed by parameter name) on rank 0 alone
+            from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
+
+            options = _full_state_options(cpu_offload=True)
+            model = get_model_state_dict(self.model, options=options)
+            optimizer = get_optimizer_state_dict(self.model, self.optimizer, options=options)
+        else:
+            model, optimizer = self.model.state_dict(), self.optimizer.state_dict()
         return {"format": 1, "step": self.step, "tokens": self.tokens, "world_size": self.dist.world_size,
-                "global_batch": self.global_batch, "model": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(), "rng": rngs, "args": _plain(asdict(self.args))}
+                "global_batch": self.global_batch, "fsdp": self.args.fsdp, "model": model, "optimizer": optimizer,
+                "rng": rngs, "args": _plain(asdict(self.args))}
+
+    def _exportable(self, state: dict[str, Any]) -> nn.Module:
+        """The model to hand to `export`: under FSDP the meta copy filled with the gathered weights."""
+        if self.export_copy is None:
+            return self.model
+        self.export_copy.load_state_dict(state["model"], assign=True)
+        return self.export_copy
 
     def save_checkpoint(self, final: bool = False) -> Path | None:
         """Rank 0 writes checkpoint-<step> atomically (and, when `final`, the export into output_dir)."""
-        state = self._state()  # collective under DDP: every rank takes part
+        state = self._state()  # collective under DDP and FSDP: every rank takes part
         path = None
         if self.dist.is_main:
             export = self.export or (lambda model, folder: model.save_pretrained(folder))
+            model = self._exportable(state)
             if final:
-                export(self.model, self.out)
+                export(model, self.out)
             if not final or self.args.save_every:
-                path = write_checkpoint(self.out, self.step, state, lambda folder: export(self.model, folder),
+                path = write_checkpoint(self.out, self.step, state, lambda folder: export(model, folder),
                                         self.args.save_total_limit)
+            if self.export_copy is not None:
+                self.export_copy.to_empty(device="meta")  # let the gathered weights go
         self.dist.barrier()
         return path
 
@@ -373,8 +449,17 @@ class Trainer:
         if state["global_batch"] != self.global_batch:
             raise TrainingError(f"--resume: {path} was trained with a global batch of {state['global_batch']}, this "
                                 f"run has {self.global_batch} (batch_size * grad_accum * processes must match)")
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        if bool(state.get("fsdp", False)) != self.args.fsdp:
+            raise TrainingError(f"--resume: {path} was written {'with' if state.get('fsdp') else 'without'} fsdp; "
+                                "resume it the same way (the optimizer state is stored differently)")
+        if self.args.fsdp:  # every rank reads the full state dicts and keeps its own shards
+            from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
+
+            set_model_state_dict(self.model, state["model"], options=_full_state_options())
+            set_optimizer_state_dict(self.model, self.optimizer, state["optimizer"], options=_full_state_options())
+        else:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
         self.step, self.tokens = int(state["step"]), int(state["tokens"])
         if state["world_size"] == self.dist.world_size:
             restore_rng(state["rng"][self.dist.rank])
@@ -411,4 +496,4 @@ def _plain(value: Any) -> Any:
 
 
 __all__ = ["TrainingArguments", "Trainer", "TrainResult", "TrainingError", "learning_rate", "build_optimizer",
-           "init_distributed", "checkpoint_paths"]
+           "init_distributed", "checkpoint_paths", "shard_model"]
