@@ -62,6 +62,7 @@ class ModelConfig:
     classifier: str = "linear"  # linear | pooled | dense_tanh: how sequence classification reads out
     classifier_token: str = "first"  # first | last (last non-pad) | eos (last EOS): the token classified
     dropout: float = 0.1
+    activation_dropout: float = 0.0  # inside the MLP, after the activation (T5: dropout_rate; BART: its own)
     attention_dropout: float = 0.1
     classifier_dropout: float | None = None
     initializer_range: float = 0.02  # std of the random init (T5: initializer_factor)
@@ -130,7 +131,7 @@ class ModelConfig:
                 raise ConfigError(f"{where}: {name} must be one of {allowed}, got {getattr(self, name)!r}")
         if self.positions == "learned" and self.max_positions <= 0:
             raise ConfigError(f"{where}: learned positions need max_positions > 0")
-        for name in ("dropout", "attention_dropout"):
+        for name in ("dropout", "attention_dropout", "activation_dropout"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not 0 <= value < 1:
                 raise ConfigError(f"{where}: {name} must be in [0, 1), got {value!r}")

@@ -138,7 +138,8 @@ def build_config(dialect: str, tokenizer: Tokenizer, size: ModelSize) -> ModelCo
     if base.head_dim is not None:
         changes["head_dim"] = size.hidden_size // size.heads
     if size.dropout is not None:
-        changes.update(dropout=size.dropout, attention_dropout=size.dropout)
+        changes.update(dropout=size.dropout, attention_dropout=size.dropout,
+                       activation_dropout=size.dropout if base.activation_dropout else 0.0)
     if base.output_scale != 1.0:  # T5 v1.0 scales by d_model**-0.5: the new width's, as a reload computes it
         changes["output_scale"] = size.hidden_size ** -0.5
     for key in ("pad_token_id", "bos_token_id", "eos_token_id"):

@@ -71,6 +71,7 @@ class BartDialect(Dialect):
             classifier_token="eos",
             dropout=read(hf, "dropout", float, where, 0.1),
             attention_dropout=read(hf, "attention_dropout", float, where, 0.0),
+            activation_dropout=read(hf, "activation_dropout", float, where, 0.0),
             classifier_dropout=read(hf, "classifier_dropout", float, where, 0.0),
             initializer_range=read(hf, "init_std", float, where, 0.02),
             **common,
@@ -82,6 +83,7 @@ class BartDialect(Dialect):
             decoder_layers=config.decoder_layers, max_position_embeddings=config.max_positions,
             scale_embedding=config.embedding_scale != 1.0, activation_function=ACTIVATION_BACK[config.activation],
             dropout=config.dropout, attention_dropout=config.attention_dropout,
+            activation_dropout=config.activation_dropout,
             classifier_dropout=config.classifier_dropout, init_std=config.initializer_range,
             tie_word_embeddings=config.tie_word_embeddings, is_encoder_decoder=True, **common_to_hf(config),
         )

@@ -93,6 +93,7 @@ class T5Dialect(Dialect):
             mlp_down_fp32=True,
             dropout=read(hf, "dropout_rate", float, where, 0.1),
             attention_dropout=read(hf, "dropout_rate", float, where, 0.1),
+            activation_dropout=read(hf, "dropout_rate", float, where, 0.1),
             classifier_dropout=read(hf, "classifier_dropout", float, where, 0.0),
             initializer_range=read(hf, "initializer_factor", float, where, 1.0),
             init_scheme="fan_in",

@@ -34,12 +34,14 @@ class MLP(nn.Module):
         self.gate = Linear(H, inner, bias=config.bias) if config.gated_mlp else None
         self.down = Linear(inner, H, bias=config.bias)
         self.act = ACTIVATIONS[config.activation]
-        self.drop = nn.Dropout(config.dropout)
+        # only T5 and BART drop inside the MLP; a no-op module would still cost a call per layer
+        self.drop = nn.Dropout(config.activation_dropout) if config.activation_dropout else None
         self.down_fp32 = config.mlp_down_fp32
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.act(self.gate(x)) * self.up(x) if self.gate is not None else self.act(self.up(x))
-        h = self.drop(h)
+        if self.drop is not None:
+            h = self.drop(h)
         if self.down_fp32 and h.dtype != self.down.weight.dtype:  # T5 keeps `wo` in fp32
             return self.down(h.to(self.down.weight.dtype)).to(x.dtype)
         return self.down(h)
