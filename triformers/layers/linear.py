@@ -3,8 +3,9 @@
 On CPU, `torch.ops.mkldnn._linear_pointwise` (the kernel PyTorch's own compiler emits for linear layers)
 reads an ordinary (out, in) weight about 1.7x faster than `F.linear`'s default BLAS path on this
 project's benchmark machine: 24 vs 40 ms per GPT-2 decode step at batch 1, 39 vs 65 ms at batch 8,
-24 vs 40 ms for a 1024-row BERT matmul (see bench/). It has no autograd, so it is used only when no
-gradient is needed; training and every other device go through `F.linear`.
+24 vs 40 ms for a 1024-row BERT matmul (see bench/). The kernel has no autograd of its own, so training
+goes through a small autograd Function whose backward takes oneDNN too; autocast and other devices
+go through `F.linear`.
 """
 
 from __future__ import annotations
@@ -20,19 +21,53 @@ _ONEDNN = (os.environ.get("TRIFORMERS_ONEDNN", "1") != "0" and torch.backends.mk
 _ONEDNN_BF16 = _ONEDNN and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
-def _use_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
+def _onednn(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+
+
+class _OneDNNLinear(torch.autograd.Function):
+    """oneDNN matmuls forward and backward: grad_x = g W and grad_W = g^T x as linears of transposed
+    copies (a copy of W and of the step's activations, cheap next to the matmuls they speed up)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return _onednn(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        grad2 = grad.contiguous()  # (M, out); x is (M, in)
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_x = _onednn(grad2, weight.t().contiguous())  # (M, in)
+        if ctx.needs_input_grad[1]:
+            grad_w = _onednn(grad2.t().contiguous(), x.t().contiguous())  # (out, in)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = grad2.sum(0)
+        return grad_x, grad_w, grad_b
+
+
+def _onednn_ok(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
     if not _ONEDNN or x.device.type != "cpu" or weight.dtype != x.dtype or weight.layout != torch.strided:
         return False
-    if x.dtype != torch.float32 and not (x.dtype == torch.bfloat16 and _ONEDNN_BF16):
+    if bias is not None and bias.dtype != x.dtype:
         return False
-    return not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
+    return x.dtype == torch.float32 or (x.dtype == torch.bfloat16 and _ONEDNN_BF16)
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """F.linear(x, weight, bias); through oneDNN when it is CPU inference in fp32 or bf16."""
-    if _use_onednn(x, weight) and (bias is None or bias.dtype == x.dtype):
-        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
-    return F.linear(x, weight, bias)
+    """F.linear(x, weight, bias); through oneDNN on CPU in fp32 or bf16 (with its own backward when
+    a gradient is needed), through F.linear everywhere else (and under autocast, which F.linear obeys)."""
+    if not _onednn_ok(x, weight, bias) or torch.is_autocast_enabled("cpu"):
+        return F.linear(x, weight, bias)
+    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad or
+                                    (bias is not None and bias.requires_grad)):
+        # 2-D in, 2-D out: views made inside a custom Function cannot be modified in place later
+        y = _OneDNNLinear.apply(x.reshape(-1, x.shape[-1]), weight, bias)  # (M, out)
+        return y.view(*x.shape[:-1], weight.shape[0])
+    return _onednn(x, weight, bias)
 
 
 class Linear(nn.Linear):
