@@ -18,6 +18,7 @@ import sys
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+from .cli_args import add_trainer_arguments, trainer_arguments
 from .errors import TriformersError
 
 
@@ -63,45 +64,21 @@ def _pretrain_arguments(parser: argparse.ArgumentParser) -> None:
     loop = parser.add_argument_group("training")
     loop.add_argument("--out", default="out", help="output folder (a Hugging Face checkpoint at the end)")
     loop.add_argument("--steps", type=int, default=1000)
-    loop.add_argument("--batch-size", type=int, default=16, help="examples per micro-batch per process")
-    loop.add_argument("--grad-accum", type=int, default=1)
     loop.add_argument("--lr", type=float, default=5e-4)
-    loop.add_argument("--weight-decay", type=float, default=0.01)
     loop.add_argument("--warmup", type=int, default=None, help="warmup steps (default: 5%% of --steps)")
     loop.add_argument("--schedule", choices=["cosine", "linear", "constant"], default="cosine")
     loop.add_argument("--min-lr-ratio", type=float, default=0.1)
-    loop.add_argument("--max-grad-norm", type=float, default=1.0, help="0: no clipping")
-    loop.add_argument("--bf16", action="store_true", help="bfloat16 autocast where the hardware has it")
-    loop.add_argument("--eval-every", type=int, default=0)
-    loop.add_argument("--eval-batches", type=int, default=16)
-    loop.add_argument("--save-every", type=int, default=0)
-    loop.add_argument("--keep", type=int, default=2, help="checkpoints kept")
-    loop.add_argument("--log-every", type=int, default=1)
-    loop.add_argument("--seed", type=int, default=0)
-    loop.add_argument("--resume", nargs="?", const=True, default=None,
-                      help="continue from the newest checkpoint in --out (or from the given checkpoint folder)")
-    loop.add_argument("--overwrite", action="store_true", help="start over even if --out holds checkpoints")
-    loop.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
     loop.add_argument("--fsdp", action="store_true",
                       help="under torchrun: shard the model, gradients and optimizer state (FSDP) instead of DDP")
-    loop.add_argument("--no-progress", action="store_true")
-    loop.add_argument("--no-plot", action="store_true")
+    add_trainer_arguments(loop, log_every=1)
 
 
 def pretrain_options(args: argparse.Namespace):
     """The parsed flags as `PretrainOptions` (typed dataclasses, validated by the library)."""
     from .pretrain import ModelSize, PretrainOptions
-    from .training import TrainingArguments
-
-    training = TrainingArguments(
-        output_dir=args.out, max_steps=args.steps, batch_size=args.batch_size, grad_accum=args.grad_accum,
-        lr=args.lr, weight_decay=args.weight_decay,
-        warmup_steps=args.warmup if args.warmup is not None else args.steps // 20, schedule=args.schedule,
-        min_lr_ratio=args.min_lr_ratio, max_grad_norm=args.max_grad_norm or None, bf16=args.bf16,
-        eval_every=args.eval_every, eval_batches=args.eval_batches, save_every=args.save_every,
-        save_total_limit=args.keep, log_every=args.log_every, seed=args.seed, resume=args.resume,
-        overwrite=args.overwrite, device=args.device, fsdp=args.fsdp, progress=not args.no_progress,
-        plot=not args.no_plot)
+    training = trainer_arguments(
+        args, max_steps=args.steps, warmup_steps=args.warmup if args.warmup is not None else args.steps // 20,
+        min_lr_ratio=args.min_lr_ratio, fsdp=args.fsdp)
     size = ModelSize(hidden_size=args.hidden_size, layers=args.layers, heads=args.heads,
                      intermediate_size=args.intermediate_size, seq_len=args.seq_len, dropout=args.dropout)
     return PretrainOptions(family=args.family, dialect=args.dialect, data=args.data, tokenizer=args.tokenizer,

@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from .auto import AutoConfig
+from .cli_args import add_trainer_arguments, trainer_arguments
 from .finetune_data import FinetuneError, PaddingCollator
 from .finetune_tasks import TASKS
 from .tokenization import AutoTokenizer, Tokenizer
@@ -190,30 +191,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     length = loop.add_mutually_exclusive_group()
     length.add_argument("--epochs", type=float, default=3.0, help="passes over the training data (default 3)")
     length.add_argument("--steps", type=int, help="optimizer steps (instead of --epochs)")
-    loop.add_argument("--batch-size", type=int, default=16, help="examples per micro-batch per process")
     loop.add_argument("--eval-batch-size", type=int, default=32)
     loop.add_argument("--no-group-by-length", action="store_true",
                       help="draw every batch at random (default: batches of similar lengths, less padding)")
-    loop.add_argument("--grad-accum", type=int, default=1)
     loop.add_argument("--lr", type=float, default=5e-5)
-    loop.add_argument("--weight-decay", type=float, default=0.01)
     loop.add_argument("--warmup", type=float, default=0.1,
                       help="warmup: a fraction of the steps if below 1, else a number of steps (default 0.1)")
     loop.add_argument("--schedule", choices=["linear", "cosine", "constant"], default="linear")
-    loop.add_argument("--max-grad-norm", type=float, default=1.0, help="0: no clipping")
-    loop.add_argument("--bf16", action="store_true", help="bfloat16 autocast where the hardware has it")
-    loop.add_argument("--eval-every", type=int, default=0, help="steps between evaluations (0: at the end)")
-    loop.add_argument("--eval-batches", type=int, default=16, help="batches for the held-out loss")
-    loop.add_argument("--save-every", type=int, default=0)
-    loop.add_argument("--keep", type=int, default=2, help="checkpoints kept")
-    loop.add_argument("--log-every", type=int, default=10)
-    loop.add_argument("--seed", type=int, default=0)
-    loop.add_argument("--resume", nargs="?", const=True, default=None,
-                      help="continue from the newest checkpoint in --out (or from the given checkpoint folder)")
-    loop.add_argument("--overwrite", action="store_true", help="start over even if --out holds checkpoints")
-    loop.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
-    loop.add_argument("--no-progress", action="store_true")
-    loop.add_argument("--no-plot", action="store_true")
+    add_trainer_arguments(loop, log_every=10)
 
 
 def _labels(value: str | None) -> list[str] | None:
@@ -226,13 +211,7 @@ def _labels(value: str | None) -> list[str] | None:
 
 def options_from_args(args: argparse.Namespace) -> FinetuneOptions:
     """The parsed flags as `FinetuneOptions` (warmup as a fraction is resolved once the steps are known)."""
-    training = TrainingArguments(
-        output_dir=args.out, max_steps=args.steps or 1, batch_size=args.batch_size, grad_accum=args.grad_accum,
-        lr=args.lr, weight_decay=args.weight_decay, betas=(0.9, 0.999), schedule=args.schedule,
-        max_grad_norm=args.max_grad_norm or None, bf16=args.bf16, eval_every=args.eval_every,
-        eval_batches=args.eval_batches, save_every=args.save_every, save_total_limit=args.keep,
-        log_every=args.log_every, seed=args.seed, resume=args.resume, overwrite=args.overwrite,
-        device=args.device, progress=not args.no_progress, plot=not args.no_plot)
+    training = trainer_arguments(args, max_steps=args.steps or 1, betas=(0.9, 0.999))
     return FinetuneOptions(
         task=args.task, model=args.model, train=args.train, eval=args.eval,
         epochs=None if args.steps else args.epochs, warmup=args.warmup, max_length=args.max_length,
