@@ -13,15 +13,15 @@ import abc
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from tokenizers import Tokenizer as Backend
 from torch import nn
 
 from .auto import (AutoModelForQuestionAnswering, AutoModelForSeq2SeqLM, AutoModelForSequenceClassification,
                    AutoModelForTokenClassification)
 from .config import ModelConfig
+from .errors import InputError
 from .finetune_data import (Feature, FinetuneError, evaluating, label_index, label_names, metric_library,
                             model_inputs, read_records, read_squad, require, squad_exact, squad_f1)
-from .pipelines.question_answering import QuestionAnsweringPipeline
+from .pipelines.question_answering import QuestionAnsweringPipeline, stride_windows, windower
 from .tokenization import Tokenizer
 
 if TYPE_CHECKING:
@@ -171,17 +171,13 @@ class QuestionAnswering(Task):
 
     def windows(self, question: str, context: str):
         """(question, context piece) encodings of at most max_length tokens, pieces overlapping by doc_stride."""
-        if not hasattr(self, "windower"):  # a private backend: truncation with stride stays switched on
-            self.windower = Backend.from_str(self.tokenizer.backend.to_str())
-            self.windower.no_padding()
-            self.windower.enable_truncation(self.options.max_length, stride=self.options.doc_stride,
-                                            strategy="only_second")
+        if not hasattr(self, "windower"):
+            self.windower = windower(self.tokenizer)
         try:
-            first = self.windower.encode(question, context)
-        except Exception as err:  # the backend raises a bare Exception when the question alone is too long
-            raise FinetuneError(f"question {question[:60]!r} leaves no room for the context in max_length="
-                                f"{self.options.max_length}: {err}") from None
-        return [first, *first.overflowing]
+            return stride_windows(self.windower, question, context, self.options.max_length,
+                                  self.options.doc_stride)
+        except InputError as err:
+            raise FinetuneError(str(err)) from None
 
     @staticmethod
     def answer_tokens(window, answer: tuple[str, int] | None) -> tuple[int, int]:

@@ -23,6 +23,24 @@ from ..errors import InputError
 from .base import Pipeline, chunks
 
 
+def windower(tokenizer: Any) -> Backend:
+    """A private copy of a tokenizer's backend for windowing (truncation with stride stays switched on)."""
+    backend = Backend.from_str(tokenizer.backend.to_str())
+    backend.no_padding()
+    return backend
+
+
+def stride_windows(backend: Backend, question: str, context: str, max_length: int, stride: int) -> list[Encoding]:
+    """(question, context piece) encodings of at most max_length tokens, pieces overlapping by stride."""
+    backend.enable_truncation(max_length, stride=stride, strategy="only_second")
+    try:
+        first = backend.encode(question, context)
+    except Exception as err:  # the backend raises a bare Exception when the question alone is too long
+        raise InputError(f"question-answering: the question {question[:60]!r} does not fit in max_seq_len="
+                         f"{max_length} with room for the context ({err})") from None
+    return [first, *first.overflowing]
+
+
 class QuestionAnsweringPipeline(Pipeline):
     task = "question-answering"
     auto_class = AutoModelForQuestionAnswering
@@ -31,9 +49,7 @@ class QuestionAnsweringPipeline(Pipeline):
 
     def check_model(self) -> None:
         super().check_model()
-        # a private copy of the backend: windowing needs truncation with stride switched on
-        self.windower = Backend.from_str(self.tokenizer.backend.to_str())
-        self.windower.no_padding()
+        self.windower = windower(self.tokenizer)
 
     def __call__(self, inputs: Any = None, *args: Any, question: str | list[str] | None = None,
                  context: str | list[str] | None = None, **kwargs: Any) -> Any:
@@ -54,13 +70,7 @@ class QuestionAnsweringPipeline(Pipeline):
         if not isinstance(question, str) or not isinstance(context, str) or not question.strip() or not context:
             raise InputError(f"question-answering: question and context must be non-empty strings, "
                              f"got {question!r} and {context!r}")
-        self.windower.enable_truncation(max_seq_len, stride=doc_stride, strategy="only_second")
-        try:
-            first = self.windower.encode(question, context)
-        except Exception as err:  # the backend raises a bare Exception when the question alone is too long
-            raise InputError(f"question-answering: the question does not fit in max_seq_len={max_seq_len} "
-                             f"with room for the context ({err})") from None
-        return [first, *first.overflowing]
+        return stride_windows(self.windower, question, context, max_seq_len, doc_stride)
 
     def run(self, items: list[Any], batch_size: int, top_k: int = 1, doc_stride: int | None = None,
             max_answer_len: int = 15, max_seq_len: int | None = None, max_question_len: int = 64,
