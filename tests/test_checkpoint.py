@@ -203,3 +203,36 @@ def test_failed_save_keeps_the_previous_checkpoint(saved, copy, monkeypatch):
     assert (copy / "model.safetensors").read_bytes() == before
     assert sorted(p.name for p in copy.iterdir()) == ["config.json", "model.safetensors"], "temp file left behind"
     torch.testing.assert_close(logits(copy), saved[1], atol=0, rtol=0)
+
+
+def test_transposed_gpt2_weights_are_exact_and_the_file_stays_readable(tmp_path):
+    """GPT-2's Conv1D weights are copied out transposed and their mapped pages released: the model holds
+    exactly the file's values, and the file's tensors still read back right afterwards."""
+    from triformers import AutoModelForCausalLM
+
+    config = transformers.GPT2Config(n_layer=2, n_embd=256, n_head=4, vocab_size=300, n_positions=64)
+    transformers.GPT2LMHeadModel(config).save_pretrained(tmp_path)
+    model = AutoModelForCausalLM.from_pretrained(tmp_path)
+    stored = load_file(tmp_path / "model.safetensors")
+    for i in range(2):
+        layer = model.decoder.layers[i]
+        assert torch.equal(layer.mlp.up.weight, stored[f"transformer.h.{i}.mlp.c_fc.weight"].t())
+        assert torch.equal(layer.attn.qkv.weight, stored[f"transformer.h.{i}.attn.c_attn.weight"].t())
+        assert layer.mlp.up.weight.is_contiguous()
+    again = AutoModelForCausalLM.from_pretrained(tmp_path)
+    for (name, a), (_, b) in zip(model.state_dict().items(), again.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_t5_wo_loads_in_fp32_from_an_fp32_checkpoint_when_the_rest_is_bf16(tmp_path):
+    from triformers import AutoModelForSeq2SeqLM
+
+    config = transformers.T5Config(vocab_size=100, d_model=32, d_kv=8, d_ff=48, num_layers=1, num_heads=4,
+                                   feed_forward_proj="gated-gelu", tie_word_embeddings=False)
+    transformers.T5ForConditionalGeneration(config).save_pretrained(tmp_path)
+    stored = load_file(tmp_path / "model.safetensors")
+    model = AutoModelForSeq2SeqLM.from_pretrained(tmp_path, dtype=torch.bfloat16)
+    wo = model.encoder.layers[0].mlp.down.weight
+    assert wo.dtype == torch.float32
+    assert torch.equal(wo, stored["encoder.block.0.layer.1.DenseReluDense.wo.weight"])  # not rounded via bf16
+    assert model.encoder.layers[0].mlp.up.weight.dtype == torch.bfloat16

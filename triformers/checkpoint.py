@@ -86,21 +86,30 @@ def _set_tensor(model: nn.Module, name: str, tensor: torch.Tensor) -> None:
 
 
 def cast(model: nn.Module, dtype: torch.dtype | None) -> nn.Module:
-    """Cast floating weights to dtype; T5's `wo` (mlp.down) stays fp32 when the config asks."""
+    """Cast floating weights to dtype (those already in it are kept, not copied); T5's `wo` (mlp.down)
+    stays fp32 when the config asks."""
     if dtype is None:
         return model
-    model.to(dtype)
-    if getattr(model.config, "mlp_down_fp32", False) and dtype in (torch.float16, torch.bfloat16):
-        for name, module in model.named_modules():
-            if name.endswith("mlp.down"):
-                module.float()
+    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+        if tensor.is_floating_point():
+            tensor.data = tensor.data.to(_param_dtype(model.config, name, dtype))
     return model
 
 
+def _param_dtype(config: ModelConfig, name: str, dtype: torch.dtype) -> torch.dtype:
+    """The dtype a floating parameter is loaded in: `dtype`, except T5's `wo` kept in fp32 in half precision."""
+    if (dtype in (torch.float16, torch.bfloat16) and getattr(config, "mlp_down_fp32", False)
+            and ".mlp.down." in name):
+        return torch.float32
+    return dtype
+
+
 def load_state(model: nn.Module, dialect: Dialect, tensors: dict[str, torch.Tensor], origin: dict[str, Path],
-               ignore_mismatched_sizes: bool = False) -> dict[str, list[str]]:
-    """Fill a meta-device model from checkpoint tensors; return what was new, unused, mismatched."""
+               ignore_mismatched_sizes: bool = False, dtype: torch.dtype | None = None) -> dict[str, list[str]]:
+    """Fill a meta-device model from checkpoint tensors, floating ones in `dtype` (default: torch's
+    default dtype); return what was new, unused, mismatched."""
     config: ModelConfig = model.config
+    dtype = dtype or torch.get_default_dtype()
     prefix = dialect.base_prefix
     available: dict[str, str] = {}  # normalised name -> name in the checkpoint
     for key in tensors:
@@ -141,8 +150,12 @@ def load_state(model: nn.Module, dialect: Dialect, tensors: dict[str, torch.Tens
                 hint = " (pass ignore_mismatched_sizes=True to re-initialise this head)" if rule.head else ""
                 raise CheckpointError(f"shape mismatch in {origin[found[0]]}: {detail}{hint}")
             if value.is_floating_point():
-                value = value.to(torch.get_default_dtype())
-            _set_tensor(model, ours, value.contiguous())
+                value = value.to(_param_dtype(config, ours, dtype))
+            value = value.contiguous()
+            for key, source in zip(found, sources, strict=True):
+                if source.untyped_storage().data_ptr() != value.untyped_storage().data_ptr():
+                    hub.release_pages(source, origin[key])  # copied out: keep one copy resident, not two
+            _set_tensor(model, ours, value)
             filled.add(ours)
     if missing:
         raise CheckpointError(f"checkpoint {', '.join(where)} lacks {len(missing)} tensors the model needs: "
@@ -189,9 +202,9 @@ def load_pretrained(cls, name_or_path, *, head=None, dtype=None, revision=None, 
         model = cls(config, head=head)
     if dtype == "auto":
         dtype = next((t.dtype for t in tensors.values() if t.is_floating_point()), None)
-    load_state(model, dialect, tensors, origin, ignore_mismatched_sizes)
+    load_state(model, dialect, tensors, origin, ignore_mismatched_sizes, dtype)
     del tensors
-    model = cast(model, dtype).eval()
+    model = cast(model, dtype).eval()  # new heads (initialised in the default dtype) follow the rest
     if quantize == "int8":
         from .quantization import quantize_int8
 

@@ -9,10 +9,12 @@ nothing in a checkpoint is ever executed.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import pickle
 import re
+import sys
 import zipfile
 from pathlib import Path
 from typing import Iterator
@@ -166,6 +168,36 @@ def _read_torch_bin(path: Path) -> Iterator[tuple[str, torch.Tensor]]:
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path} does not hold a flat dict of tensors")
     yield from state.items()
+
+
+_MADV_DONTNEED = 4  # Linux
+
+
+def release_pages(tensor: torch.Tensor, path: Path) -> None:
+    """Drop the resident pages of a tensor that was memory-mapped from the safetensors file `path`, once
+    its values have been copied out (transposed, cast): they would otherwise stay in the process' memory
+    next to the copy. Only pages wholly inside the tensor are dropped; touched again, they are re-read
+    from the file. Only for safetensors' read-only file mappings (on anonymous memory the call would zero
+    the data), and only on Linux; elsewhere a no-op."""
+    if path.suffix != ".safetensors" or not sys.platform.startswith("linux") or tensor.device.type != "cpu":
+        return
+    page = os.sysconf("SC_PAGE_SIZE")
+    begin = tensor.data_ptr()
+    start = -(-begin // page) * page
+    end = (begin + tensor.numel() * tensor.element_size()) // page * page
+    if end > start:
+        _libc().madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), _MADV_DONTNEED)
+
+
+def _libc():
+    global _LIBC
+    if _LIBC is None:
+        _LIBC = ctypes.CDLL(None, use_errno=True)
+        _LIBC.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    return _LIBC
+
+
+_LIBC = None
 
 
 def read_weights(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, Path]]:

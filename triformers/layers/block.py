@@ -14,6 +14,7 @@ from torch import nn
 
 from ..config import ModelConfig
 from .attention import Attention, KVCache
+from .embedding import Embedding
 from .linear import Linear
 from .norms import make_norm
 from .positions import RelativePositionBias, alibi_bias
@@ -92,9 +93,9 @@ class Stack(nn.Module):
         super().__init__()
         H = config.hidden_size
         self.config, self.causal = config, causal
-        self.positions = (nn.Embedding(config.max_positions + config.position_offset, H)
+        self.positions = (Embedding(config.max_positions + config.position_offset, H)
                           if config.positions == "learned" else None)
-        self.token_types = nn.Embedding(config.type_vocab_size, H) if config.type_vocab_size else None
+        self.token_types = Embedding(config.type_vocab_size, H) if config.type_vocab_size else None
         self.embed_norm = (make_norm(config.norm, H, config.norm_eps, config.bias)
                            if config.embedding_norm else None)
         self.rel_bias = (RelativePositionBias(config.relative_buckets, config.relative_max_distance,

@@ -15,6 +15,8 @@ import math
 import torch
 from torch import nn
 
+from .embedding import Embedding
+
 
 def relative_position_bucket(relative_position: torch.Tensor, bidirectional: bool, num_buckets: int,
                              max_distance: int) -> torch.Tensor:
@@ -41,7 +43,7 @@ class RelativePositionBias(nn.Module):
 
     def __init__(self, num_buckets: int, max_distance: int, num_heads: int, bidirectional: bool):
         super().__init__()
-        self.embed = nn.Embedding(num_buckets, num_heads)
+        self.embed = Embedding(num_buckets, num_heads)
         self.num_buckets, self.max_distance, self.bidirectional = num_buckets, max_distance, bidirectional
 
     def forward(self, query_length: int, key_length: int, past_length: int = 0) -> torch.Tensor:

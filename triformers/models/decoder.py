@@ -8,11 +8,11 @@ positions, as in transformers. `logits_to_keep=1` computes the LM head for the l
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from ..config import ModelConfig
 from ..layers.attention import KVCache
 from ..layers.block import Stack
+from ..layers.embedding import Embedding
 from ..layers.linear import Linear, linear
 from .base import TransformerModel
 from .heads import SequenceClassifier, causal_lm_loss, select_token, sequence_classification_loss
@@ -25,7 +25,7 @@ class DecoderModel(TransformerModel):
 
     def __init__(self, config: ModelConfig, head: str | None = "lm"):
         super().__init__(config, head)
-        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.embed_tokens = Embedding(config.vocab_size, config.hidden_size)
         self.decoder = Stack(config, config.num_layers, causal=True)
         untied = head == "lm" and not config.tie_word_embeddings
         self.lm_head = Linear(config.hidden_size, config.vocab_size, bias=False) if untied else None

@@ -13,6 +13,7 @@ from torch import nn
 from ..config import ModelConfig
 from ..errors import InputError
 from ..layers.block import Stack
+from ..layers.embedding import Embedding
 from ..layers.linear import Linear
 from .base import TransformerModel
 from .heads import (MLMHead, SequenceClassifier, select_token, sequence_classification_loss, span_loss,
@@ -27,7 +28,7 @@ class EncoderModel(TransformerModel):
     def __init__(self, config: ModelConfig, head: str | None = None):
         super().__init__(config, head)
         H = config.hidden_size
-        self.embed_tokens = nn.Embedding(config.vocab_size, H, padding_idx=config.pad_token_id)
+        self.embed_tokens = Embedding(config.vocab_size, H, padding_idx=config.pad_token_id)
         self.encoder = Stack(config, config.num_layers, causal=False)
         pooled_head = head is None or (head == "sequence_classification" and config.classifier == "pooled")
         self.pooler = Linear(H, H) if config.pooler and pooled_head else None

@@ -9,12 +9,12 @@ sequence classification) they are the input_ids shifted right, as `BartModel` do
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from ..config import ModelConfig
 from ..errors import InputError
 from ..layers.attention import KVCache
 from ..layers.block import Stack
+from ..layers.embedding import Embedding
 from ..layers.linear import Linear, linear
 from .base import TransformerModel
 from .heads import SequenceClassifier, select_token, sequence_classification_loss, token_loss
@@ -35,7 +35,7 @@ class EncoderDecoderModel(TransformerModel):
         super().__init__(config, head)
         # BART's pad embedding gets no gradient; T5 starts decoding from the pad token, whose embedding must learn
         pad = config.pad_token_id if config.decoder_start_token_id != config.pad_token_id else None
-        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=pad)
+        self.embed_tokens = Embedding(config.vocab_size, config.hidden_size, padding_idx=pad)
         self.encoder = Stack(config, config.num_layers, causal=False)
         self.decoder = Stack(config, config.decoder_layers, causal=True, cross=True)
         untied = head == "lm" and not config.tie_word_embeddings
