@@ -417,3 +417,37 @@ def test_causal_lm_on_a_bert_folder_is_a_clear_error(checkpoints):
                                           r"is an encoder model") as err:
         AutoModelForCausalLM.from_pretrained(folder)
     assert str(folder) in str(err.value)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_mlm_training_loss_from_labelled_positions_matches_transformers(checkpoints, kind):
+    """In training, the MLM loss is computed from the labelled positions only and the full logits when
+    read; loss, logits and every gradient equal transformers' (dropout is 0 in these configs)."""
+    folder, hf_model = checkpoints[kind, AutoModelForMaskedLM]
+    model = AutoModelForMaskedLM.from_pretrained(folder).train()
+    hf_model = hf_model.train()
+    inputs = batch(kind)
+    labels = labels_for(AutoModelForMaskedLM, inputs, SHAPES[kind]["vocab_size"])
+    ours, theirs = model(**inputs, **labels), hf_model(**inputs, **labels)
+    ours.loss.backward()
+    theirs.loss.backward()
+    torch.testing.assert_close(ours.loss, theirs.loss, atol=ATOL, rtol=0)
+    ours_grads = {name: p.grad for name, p in model.named_parameters()}
+    assert torch.allclose(ours_grads["embed_tokens.weight"], hf_model.get_input_embeddings().weight.grad,
+                          atol=1e-6), "gradient of the tied embeddings (input + output use)"
+    assert torch.allclose(ours_grads["mlm.bias"], hf_model.get_output_embeddings().bias.grad, atol=1e-6)
+    logits = ours.logits  # built now, under the grad mode of the forward
+    assert logits.requires_grad and logits.shape == (*inputs["input_ids"].shape, SHAPES[kind]["vocab_size"])
+    torch.testing.assert_close(logits, theirs.logits, atol=ATOL, rtol=0)
+    assert ours.logits is logits  # computed once
+    hf_model.eval()
+
+
+def test_mlm_training_loss_checks_labels(checkpoints):
+    folder, _ = checkpoints["bert", AutoModelForMaskedLM]
+    model = AutoModelForMaskedLM.from_pretrained(folder).train()
+    inputs = batch("bert")
+    bad = torch.full_like(inputs["input_ids"], -100)
+    bad[0, 0] = 10_000
+    with pytest.raises(InputError, match="outside"):
+        model(**inputs, labels=bad)

@@ -39,3 +39,48 @@ def test_output_can_be_modified_in_place_and_inference_takes_the_kernel(monkeypa
     with torch.no_grad():
         linear(torch.randn(2, 8), layer.weight, layer.bias)
     assert calls, "CPU inference in fp32 should go through oneDNN"
+
+
+def _tiny_gpt2(dtype=torch.float32):
+    import triformers
+
+    config = triformers.AutoConfig.for_model("gpt2", n_layer=2, n_embd=64, n_head=4, vocab_size=300,
+                                             n_positions=64)
+    torch.manual_seed(0)
+    return triformers.AutoModelForCausalLM.from_config(config).eval().to(dtype)
+
+
+@needs_onednn
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_packed_weights_give_the_same_tokens_and_leave_parameters_alone(dtype):
+    if dtype == torch.bfloat16 and not linear_module._ONEDNN_BF16:
+        pytest.skip("no oneDNN bf16 on this CPU")
+    model = _tiny_gpt2(dtype)
+    ids = torch.randint(0, 300, (2, 7))
+    with torch.inference_mode():
+        plain_logits = model(ids).logits
+        plain = model.generate(ids, max_new_tokens=8, min_new_tokens=8)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model.pack_weights()
+    packed = [w for w in model._linear_weights() if "_onednn_packed" in w.__dict__]
+    assert len(packed) == 2 * 4 + 1  # qkv, out, up, down per layer + the tied LM head
+    with torch.inference_mode():
+        packed_logits = model(ids).logits
+        assert torch.equal(model.generate(ids, max_new_tokens=8, min_new_tokens=8), plain)
+    tol = 1e-5 if dtype == torch.float32 else 2e-2 * plain_logits.abs().max().item()
+    torch.testing.assert_close(packed_logits, plain_logits, atol=tol, rtol=0)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    model.unpack_weights()
+    assert not any("_onednn_packed" in w.__dict__ for w in model._linear_weights())
+
+
+@needs_onednn
+def test_a_packed_copy_is_ignored_once_its_weight_changes():
+    model = _tiny_gpt2().pack_weights()
+    ids = torch.randint(0, 300, (1, 5))
+    with torch.no_grad():
+        model.decoder.layers[0].mlp.up.weight.mul_(2.0)  # bumps the version counter
+        changed = model(ids).logits
+        model.unpack_weights()
+        plain = model(ids).logits
+    torch.testing.assert_close(changed, plain, atol=1e-5, rtol=0)

@@ -18,7 +18,7 @@ from ..layers.linear import Linear
 from .base import TransformerModel
 from .heads import (MLMHead, SequenceClassifier, select_token, sequence_classification_loss, span_loss,
                     token_loss)
-from .outputs import ModelOutput
+from .outputs import Deferred, ModelOutput
 
 
 class EncoderModel(TransformerModel):
@@ -52,9 +52,14 @@ class EncoderModel(TransformerModel):
         if self.pooler is not None:
             out.pooler_output = torch.tanh(self.pooler(hidden[:, 0]))
         if self.head == "mlm":
-            out.logits = self.mlm(hidden, self.embed_tokens.weight)
-            if labels is not None:
-                out.loss = token_loss(out.logits, labels)
+            weight = self.embed_tokens.weight
+            if labels is not None and self.training:  # loss from the labelled positions; logits if read
+                out.loss = self.mlm.loss(hidden, weight, labels)
+                out.logits = Deferred(lambda: self.mlm(hidden, weight), hidden.device.type)
+            else:
+                out.logits = self.mlm(hidden, weight)
+                if labels is not None:
+                    out.loss = token_loss(out.logits, labels)
         elif self.head == "sequence_classification":
             token = out.pooler_output if self.config.classifier == "pooled" else \
                 select_token(hidden, self.config.classifier_token, input_ids, self.config)

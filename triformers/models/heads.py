@@ -34,6 +34,13 @@ class MLMHead(nn.Module):
         weight = embedding if self.decoder is None else self.decoder.weight
         return linear(h, weight, self.bias)
 
+    def loss(self, hidden: torch.Tensor, embedding: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """token_loss(self(hidden, embedding), labels), computing logits only where a label is set."""
+        check_labels(labels, hidden.shape[:-1], self.bias.shape[0])
+        chosen = labels != -100  # (B, T)
+        logits = self(hidden[chosen], embedding)  # (N, V)
+        return F.cross_entropy(logits.float(), labels[chosen])  # mean over N; nan when N = 0, as token_loss
+
 
 class SequenceClassifier(nn.Module):
     """Reads one token per sequence: `linear` (GPT-2 score), `pooled` (BERT: over the pooler output),

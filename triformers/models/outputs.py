@@ -1,10 +1,33 @@
-"""Model outputs: one small dataclass with named fields (None where a model has no such output)."""
+"""Model outputs: one small dataclass with named fields (None where a model has no such output).
+
+A field may hold a `Deferred` computation, run on first access: a masked-LM training step computes its
+loss from the ~15% of positions that carry a label and builds the full (B, T, V) logits only if the
+caller reads them (a quarter of BERT pre-training's FLOPs otherwise spent on logits no one uses).
+"""
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from dataclasses import dataclass, fields
+from typing import Callable
 
 import torch
+
+
+class Deferred:
+    """A tensor computed when first read, under the grad and autocast modes of the forward that made it."""
+
+    def __init__(self, compute: Callable[[], torch.Tensor], device_type: str):
+        self.compute, self.device_type = compute, device_type
+        self.grad = torch.is_grad_enabled()
+        self.autocast = torch.is_autocast_enabled(device_type)
+        self.autocast_dtype = torch.get_autocast_dtype(device_type) if self.autocast else None
+
+    def __call__(self) -> torch.Tensor:
+        with ExitStack() as stack:
+            stack.enter_context(torch.set_grad_enabled(self.grad))
+            stack.enter_context(torch.autocast(self.device_type, dtype=self.autocast_dtype, enabled=self.autocast))
+            return self.compute()
 
 
 @dataclass
@@ -16,6 +39,13 @@ class ModelOutput:
     start_logits: torch.Tensor | None = None  # (B, T): extractive QA
     end_logits: torch.Tensor | None = None
     encoder_last_hidden_state: torch.Tensor | None = None  # (B, S, H): encoder-decoder models
+
+    def __getattribute__(self, name: str):
+        value = object.__getattribute__(self, name)
+        if type(value) is Deferred:
+            value = value()
+            object.__setattr__(self, name, value)
+        return value
 
     def __getitem__(self, key: str) -> torch.Tensor | None:
         return getattr(self, key)
