@@ -31,8 +31,8 @@ def _onednn(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = N
 
 
 class _OneDNNLinear(torch.autograd.Function):
-    """oneDNN matmuls forward and backward: grad_x = g W and grad_W = g^T x, as linears whose operands
-    are transposed views (oneDNN reads the strides; no copies)."""
+    """oneDNN matmuls forward and for grad_x = g W (the weight as a transposed view, read in place);
+    grad_W = g^T x through BLAS, which reads a transposed operand without copying it."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -48,7 +48,7 @@ class _OneDNNLinear(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             grad_x = _onednn(grad2, weight.t())  # (M, in)
         if ctx.needs_input_grad[1]:
-            grad_w = _onednn(grad2.t(), x.t())  # (out, in)
+            grad_w = torch.mm(grad2.t(), x)  # (out, in); BLAS reads the transpose in place, oneDNN would copy it
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_b = grad2.sum(0)
         return grad_x, grad_w, grad_b
