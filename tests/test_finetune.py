@@ -149,7 +149,7 @@ def test_question_answering_with_windows_reaches_exact_match_and_reloads(tiny_be
     train, held_out = squad_file(tmp_path / "train.json", 96, rng), squad_file(tmp_path / "eval.json", 24, rng)
     # max_length 24 < the longest contexts: those are read in windows that overlap by 8 tokens
     result = finetune(FinetuneOptions("question-answering", tiny_bert, train, held_out, epochs=None, max_length=24,
-                                      doc_stride=8, training=fast(tmp_path / "out", 100)))
+                                      doc_stride=8, training=fast(tmp_path / "out", 200)))
     assert result.metrics["exact_match"] >= 0.9 and result.metrics["f1"] >= 0.9, result.metrics
     reader = pipeline("question-answering", model=str(tmp_path / "out"), max_seq_len=24, doc_stride=8)
     context = "the plot was very pale green and the acting is fine"
