@@ -84,3 +84,18 @@ def test_a_packed_copy_is_ignored_once_its_weight_changes():
         model.unpack_weights()
         plain = model(ids).logits
     torch.testing.assert_close(changed, plain, atol=1e-5, rtol=0)
+
+
+@needs_onednn
+def test_a_packed_copy_is_ignored_once_the_model_is_cast():
+    if not linear_module._ONEDNN_BF16:
+        pytest.skip("no oneDNN bf16 on this CPU")
+    model = _tiny_gpt2().pack_weights()
+    model.to(torch.bfloat16)  # replaces each parameter's data; the version counter stays the same
+    ids = torch.randint(0, 300, (1, 5))
+    with torch.inference_mode():
+        cast = model(ids).logits
+        model.unpack_weights()
+        plain = model(ids).logits
+    assert cast.dtype == torch.bfloat16
+    torch.testing.assert_close(cast, plain, atol=0, rtol=0)

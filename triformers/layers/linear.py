@@ -11,7 +11,8 @@ go through `F.linear`.
 does for a whole model): inference matmuls then skip the per-call reorder, which matters most in
 bf16 (a bf16 GPT-2 decode step ~1.3x faster) and for a few rows at a time in fp32 (8-row matmuls of
 T5/GPT-2 shapes ~1.5x faster). The packed copy is used only while the weight is
-unchanged (its version counter), so training or editing the weight falls back to the plain path.
+unchanged (same version counter, same storage): training, editing or casting the weight drops it and
+falls back to the plain path.
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ def packable(weight: torch.Tensor) -> bool:
 def pack(weight: torch.Tensor) -> None:
     """Attach a oneDNN-packed copy of `weight` (out, in) for inference; see the module docstring."""
     packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), None)  # no batch hint: good at 1 and 8 rows
-    weight.__dict__["_onednn_packed"] = (weight._version, packed)
+    weight.__dict__["_onednn_packed"] = (weight._version, weight.data_ptr(), packed)
 
 
 def unpack(weight: torch.Tensor) -> None:
@@ -93,7 +94,12 @@ def unpack(weight: torch.Tensor) -> None:
 
 def _packed(weight: torch.Tensor) -> torch.Tensor:
     entry = weight.__dict__.get("_onednn_packed")
-    return entry[1] if entry is not None and entry[0] == weight._version else weight
+    if entry is None:
+        return weight
+    if entry[0] != weight._version or entry[1] != weight.data_ptr():  # modified in place, or replaced
+        del weight.__dict__["_onednn_packed"]  # (`.data =`, `model.to(dtype)`): stale, free it
+        return weight
+    return entry[2]
 
 
 class Linear(nn.Linear):

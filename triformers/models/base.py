@@ -97,8 +97,8 @@ class TransformerModel(nn.Module):
         """Keep a copy of every linear weight (and of a tied LM head) in oneDNN's blocked layout, so that
         CPU inference skips a weight reorder in every matmul: ~1.4x faster bf16 decoding, little change
         in fp32. Costs the memory of a second copy of those weights. The parameters themselves (training,
-        saving, `state_dict`) are unchanged, and a packed copy is ignored once its weight is modified;
-        `unpack_weights()` frees the copies. Returns the model."""
+        saving, `state_dict`) are unchanged, and a packed copy is dropped once its weight is modified or
+        cast; `unpack_weights()` frees the copies. Returns the model."""
         for weight in self._linear_weights():
             if packable(weight):
                 pack(weight)
