@@ -451,3 +451,19 @@ def test_mlm_training_loss_checks_labels(checkpoints):
     bad[0, 0] = 10_000
     with pytest.raises(InputError, match="outside"):
         model(**inputs, labels=bad)
+
+
+def test_mlm_logits_read_later_follow_the_forward_autocast_and_grad_modes(checkpoints):
+    folder, _ = checkpoints["bert", AutoModelForMaskedLM]
+    model = AutoModelForMaskedLM.from_pretrained(folder).train()
+    inputs = batch("bert")
+    labels = labels_for(AutoModelForMaskedLM, inputs, SHAPES["bert"]["vocab_size"])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(**inputs, **labels)
+    with torch.no_grad():
+        logits = out.logits  # read outside the forward's autocast and grad modes
+    assert logits.dtype == torch.bfloat16 and logits.requires_grad
+    model.eval()
+    with torch.autocast("cpu", dtype=torch.bfloat16), torch.no_grad():
+        expected = model(**inputs).logits
+    torch.testing.assert_close(logits.detach(), expected, atol=0, rtol=0)
