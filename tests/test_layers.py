@@ -99,3 +99,22 @@ def test_a_packed_copy_is_ignored_once_the_model_is_cast():
         plain = model(ids).logits
     assert cast.dtype == torch.bfloat16
     torch.testing.assert_close(cast, plain, atol=0, rtol=0)
+
+
+def test_dropout_keeps_1_minus_p_scales_and_masks_the_gradient_alike():
+    from triformers.layers.dropout import Dropout
+
+    torch.manual_seed(0)
+    layer = Dropout(0.1)
+    x = torch.ones(2000, 500, requires_grad=True)
+    y = layer(x)
+    kept = y != 0
+    assert abs(kept.float().mean().item() - 0.9) < 0.003
+    assert torch.equal(y[kept], torch.full_like(y[kept], 1 / 0.9))
+    y.sum().backward()
+    assert torch.equal(x.grad, kept.float() / 0.9)
+    bf16 = layer(torch.ones(1000, 1000, dtype=torch.bfloat16))
+    assert bf16.dtype == torch.bfloat16 and abs((bf16 != 0).float().mean().item() - 0.9) < 0.003
+    layer.eval()
+    assert torch.equal(layer(x), x)
+    assert torch.equal(Dropout(0.0).train()(x), x)

@@ -14,6 +14,7 @@ from torch import nn
 
 from ..config import ModelConfig
 from .attention import Attention, KVCache
+from .dropout import Dropout
 from .embedding import Embedding
 from .linear import Linear
 from .norms import make_norm
@@ -36,7 +37,7 @@ class MLP(nn.Module):
         self.down = Linear(inner, H, bias=config.bias)
         self.act = ACTIVATIONS[config.activation]
         # only T5 and BART drop inside the MLP; a no-op module would still cost a call per layer
-        self.drop = nn.Dropout(config.activation_dropout) if config.activation_dropout else None
+        self.drop = Dropout(config.activation_dropout) if config.activation_dropout else None
         self.down_fp32 = config.mlp_down_fp32
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -65,7 +66,7 @@ class Block(nn.Module):
         self.mlp = MLP(config)
         self.mlp_norm = norm()
         self.pre_norm = config.norm_placement == "pre"
-        self.drop = nn.Dropout(config.dropout)
+        self.drop = Dropout(config.dropout)
 
     def _residual(self, x: torch.Tensor, norm: nn.Module, sublayer) -> torch.Tensor:
         if self.pre_norm:
@@ -103,7 +104,7 @@ class Stack(nn.Module):
                          if config.positions == "relative" else None)
         self.layers = nn.ModuleList(Block(config, cross) for _ in range(num_layers))
         self.final_norm = make_norm(config.norm, H, config.norm_eps, config.bias) if config.final_norm else None
-        self.drop = nn.Dropout(config.dropout)
+        self.drop = Dropout(config.dropout)
 
     def position_ids(self, input_ids: torch.Tensor | None, attention_mask: torch.Tensor | None,
                      T: int, past: int, device: torch.device) -> torch.Tensor:

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from ..config import ModelConfig
 from ..errors import InputError
 from ..layers.block import Stack
+from ..layers.dropout import Dropout
 from ..layers.embedding import Embedding
 from ..layers.linear import Linear
 from .base import TransformerModel
@@ -36,7 +36,7 @@ class EncoderModel(TransformerModel):
         self.classifier = SequenceClassifier(config) if head == "sequence_classification" else None
         if head in ("token_classification", "question_answering"):
             p = config.classifier_dropout if config.classifier_dropout is not None else config.dropout
-            self.drop = nn.Dropout(p)
+            self.drop = Dropout(p)
             self.token_classifier = Linear(H, config.num_labels if head == "token_classification" else 2)
 
     def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,

@@ -13,6 +13,7 @@ from torch import nn
 from ..config import ModelConfig
 from ..errors import InputError
 from ..layers.block import ACTIVATIONS
+from ..layers.dropout import Dropout
 from ..layers.linear import Linear, linear
 from ..layers.norms import make_norm
 
@@ -51,7 +52,7 @@ class SequenceClassifier(nn.Module):
         H, n = config.hidden_size, config.num_labels
         self.kind = config.classifier
         p = config.classifier_dropout if config.classifier_dropout is not None else config.dropout
-        self.drop = nn.Dropout(p)
+        self.drop = Dropout(p)
         if self.kind == "dense_tanh":
             self.dense = Linear(H, H)
             self.out = Linear(H, n)
