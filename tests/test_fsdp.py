@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import socket
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
+from conftest import free_port, join_as_rank
 
 from triformers import AutoModelForCausalLM
 from triformers.cli import build_parser, pretrain_options
@@ -42,19 +41,11 @@ def _trainer(corpus, config, out, batch_size: int, seed: int = 0, **changes) -> 
     return Trainer(model, args, blocks, CLMCollator(pad_token_id=config.eos_token_id), eval_data=blocks)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _fsdp_worker(rank: int, world_size: int, port: int, corpus_path: str, config, tmp: str) -> None:
     """One rank: an FSDP run of 4 steps, a resume of it from step 2, and a resume of a non-FSDP checkpoint."""
     import torch.distributed as dist
 
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port))
-    torch.set_num_threads(1)
+    join_as_rank(rank, world_size, port)
     corpus, tmp = TokenCorpus.load(Path(corpus_path)), Path(tmp)
     batch = 4 // world_size
     _trainer(corpus, config, tmp / "two", batch, fsdp=True).train()
@@ -81,7 +72,7 @@ def test_two_process_fsdp_matches_one_process(corpus_and_config, tmp_path):
     corpus, config = corpus_and_config
     single = _trainer(corpus, config, tmp_path / "one", batch_size=4)
     single.train()
-    mp.start_processes(_fsdp_worker, args=(2, _free_port(), str(corpus.path), config, str(tmp_path)),
+    mp.start_processes(_fsdp_worker, args=(2, free_port(), str(corpus.path), config, str(tmp_path)),
                        nprocs=2, join=True, start_method="spawn")
     last = checkpoint_paths(tmp_path / "two")[-1]
     assert last.name == "checkpoint-0000004"

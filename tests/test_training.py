@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import functools
 import math
-import socket
 
 import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
+from conftest import free_port, join_as_rank
 
 from triformers.data import PackedBlocks, TokenCorpus, default_corpus, iter_documents, tokenize_corpus
 from triformers.dialects import DIALECTS, get_dialect
@@ -116,20 +116,10 @@ def test_resume_is_bit_identical(corpus_file, tmp_path):
         assert torch.equal(a, c), name
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _ddp_worker(rank: int, world_size: int, port: int, corpus_path: str, config, out: str) -> None:
-    import os
-
     import torch.distributed as dist
 
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port))
-    torch.set_num_threads(1)
+    join_as_rank(rank, world_size, port)
     from pathlib import Path
 
     trainer = _ddp_trainer(TokenCorpus.load(Path(corpus_path)), config, out, batch_size=4 // world_size)
@@ -159,7 +149,7 @@ def test_two_process_ddp_matches_one_process(corpus_file, tmp_path):
     config = model.config
     single = _ddp_trainer(blocks.corpus, config, str(tmp_path / "one"), batch_size=4)
     single.train()
-    mp.start_processes(_ddp_worker, args=(2, _free_port(), str(blocks.corpus.path), config, str(tmp_path / "two")),
+    mp.start_processes(_ddp_worker, args=(2, free_port(), str(blocks.corpus.path), config, str(tmp_path / "two")),
                        nprocs=2, join=True, start_method="spawn")
     last = checkpoint_paths(tmp_path / "two")[-1]
     assert last.name == "checkpoint-0000004"  # rank 0 wrote the checkpoints

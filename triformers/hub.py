@@ -10,6 +10,7 @@ nothing in a checkpoint is ever executed.
 from __future__ import annotations
 
 import ctypes
+import functools
 import json
 import os
 import pickle
@@ -189,15 +190,11 @@ def release_pages(tensor: torch.Tensor, path: Path) -> None:
         _libc().madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), _MADV_DONTNEED)
 
 
-def _libc():
-    global _LIBC
-    if _LIBC is None:
-        _LIBC = ctypes.CDLL(None, use_errno=True)
-        _LIBC.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
-    return _LIBC
-
-
-_LIBC = None
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    return libc
 
 
 def read_weights(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, Path]]:

@@ -3,7 +3,7 @@
 On CPU, `F.dropout` draws the mask with `bernoulli_`, about 100 M values/s here: 16% of a flan-t5-small
 training step. `rand(x.shape) >= p` (fp32 draws whatever x's dtype) gives the same distribution faster;
 the mask is kept as bool for backward (as `F.dropout` keeps it), and one multiply applies mask and
-1/(1-p) scale each way. Other devices, eval mode and p = 0 behave exactly as nn.Dropout.
+1/(1-p) scale each way. Other devices, eval mode and p = 0 or 1 are nn.Dropout's own path.
 """
 
 from __future__ import annotations
@@ -27,10 +27,8 @@ class _MaskedScale(torch.autograd.Function):
 
 
 def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
-    if not training or p == 0.0 or x.device.type != "cpu" or not x.is_floating_point():
+    if not training or p in (0.0, 1.0) or x.device.type != "cpu" or not x.is_floating_point():
         return F.dropout(x, p, training)
-    if p == 1.0:
-        return x * 0.0
     keep = torch.rand(x.shape, device=x.device) >= p  # fp32 draws: a bf16 uniform is too coarse for p
     return _MaskedScale.apply(x, keep, 1.0 / (1.0 - p))
 
