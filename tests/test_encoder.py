@@ -16,6 +16,7 @@ import transformers
 from conftest import asset
 from safetensors.torch import load_file, save_file
 
+from triformers.models.outputs import Deferred
 from triformers import (AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM,
                         AutoModelForQuestionAnswering, AutoModelForSequenceClassification,
                         AutoModelForTokenClassification, CheckpointError, ConfigError, InputError)
@@ -429,6 +430,7 @@ def test_mlm_training_loss_from_labelled_positions_matches_transformers(checkpoi
     inputs = batch(kind)
     labels = labels_for(AutoModelForMaskedLM, inputs, SHAPES[kind]["vocab_size"])
     ours, theirs = model(**inputs, **labels), hf_model(**inputs, **labels)
+    assert isinstance(object.__getattribute__(ours, "logits"), Deferred), "training builds logits only when read"
     ours.loss.backward()
     theirs.loss.backward()
     torch.testing.assert_close(ours.loss, theirs.loss, atol=ATOL, rtol=0)

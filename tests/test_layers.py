@@ -52,7 +52,7 @@ def _tiny_gpt2(dtype=torch.float32):
 
 @needs_onednn
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_packed_weights_give_the_same_tokens_and_leave_parameters_alone(dtype):
+def test_packed_weights_give_the_same_tokens_and_leave_parameters_alone(dtype, monkeypatch):
     if dtype == torch.bfloat16 and not linear_module._ONEDNN_BF16:
         pytest.skip("no oneDNN bf16 on this CPU")
     model = _tiny_gpt2(dtype)
@@ -64,8 +64,13 @@ def test_packed_weights_give_the_same_tokens_and_leave_parameters_alone(dtype):
     model.pack_weights()
     packed = [w for w in model._linear_weights() if "_onednn_packed" in w.__dict__]
     assert len(packed) == 2 * 4 + 1  # qkv, out, up, down per layer + the tied LM head
+    kernel, layouts = linear_module._onednn, []
+    monkeypatch.setattr(linear_module, "_onednn", lambda x, w, b=None: layouts.append(w.layout) or kernel(x, w, b))
     with torch.inference_mode():
         packed_logits = model(ids).logits
+    assert layouts == [torch._mkldnn] * 9  # every matmul read its packed copy
+    monkeypatch.setattr(linear_module, "_onednn", kernel)
+    with torch.inference_mode():
         assert torch.equal(model.generate(ids, max_new_tokens=8, min_new_tokens=8), plain)
     tol = 1e-5 if dtype == torch.float32 else 2e-2 * plain_logits.abs().max().item()
     torch.testing.assert_close(packed_logits, plain_logits, atol=tol, rtol=0)
