@@ -108,6 +108,34 @@ def test_train_options_and_errors(tmp_path):
         train_tokenizer([])
 
 
+TRAIN_AND_PRINT = """
+import json, sys
+from triformers.tokenization import train_tokenizer
+lines = open(sys.argv[1], encoding="utf-8").read().splitlines()
+for kind, size in (("wordpiece", 600), ("unigram", 500)):
+    print(kind, train_tokenizer(lines, kind=kind, vocab_size=size).backend.to_str())
+"""
+
+
+def test_training_gives_the_same_vocabulary_in_every_process(tmp_path):
+    # The trainers count words in hash maps seeded per process: without the fixed ordering, WordPiece's
+    # ## ids and tied merges, and Unigram's tied pieces, change from one process to the next.
+    import subprocess
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(asset("spm-tokenizer/botchan.txt").read_text(encoding="utf-8").splitlines()[:1500]))
+    runs = [subprocess.run([sys.executable, "-c", TRAIN_AND_PRINT, str(corpus)], capture_output=True, text=True,
+                           check=True).stdout for _ in range(3)]
+    assert runs[0] == runs[1] == runs[2]
+    first = dict(line.split(" ", 1) for line in runs[0].splitlines())
+    wordpiece = json.loads(first["wordpiece"])
+    vocab = sorted(wordpiece["model"]["vocab"], key=wordpiece["model"]["vocab"].get)
+    assert vocab[:5] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] and len(vocab) == 600
+    singles = [i for i, t in enumerate(vocab) if len(t) == 1]
+    continuing = [i for i, t in enumerate(vocab) if t.startswith("##") and len(t) == 3]
+    assert singles == list(range(5, 5 + len(singles))) and continuing[0] == 5 + len(singles)  # the usual order
+    assert [t["content"] for t in wordpiece["added_tokens"]] == vocab[:5]
+
+
 @pytest.mark.parametrize("source", ["gpt2-tokenizer", "roberta", "bert-legacy", "spm"])
 def test_converted_folder_saves_for_transformers(texts, tmp_path, source):
     src = tmp_path / "src"

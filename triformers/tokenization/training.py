@@ -7,6 +7,15 @@
   `</s>` appended, and 100 `<extra_id_N>` sentinels after the learned pieces (`<extra_id_0>` last).
 The pipelines are the ones transformers' BertTokenizer, GPT2Tokenizer and T5Tokenizer rebuild from a
 saved folder, so a saved tokenizer loads in transformers with identical ids.
+
+Training is reproducible across processes: the same texts give the same vocabulary and ids. The
+`tokenizers` trainers alone are not (their word counts live in hash maps seeded per process): WordPiece
+numbers its `##` pieces in hash order and breaks ties between equally frequent merges by those ids, so
+even the learned pieces change from run to run; Unigram's scores differ in the last bits, and so does
+the order of tied pieces and of the rare characters it keeps at the bottom. WordPiece is therefore
+trained twice — once with no merges, to collect the `##` pieces, then with them numbered in sorted
+order ahead of the merges — and Unigram's pieces are ordered by score rounded to 1e-9, then by text. Byte-level BPE starts from a fixed, full alphabet and
+needs neither.
 """
 
 from __future__ import annotations
@@ -116,18 +125,19 @@ def train_tokenizer(
         trainer = trainers.UnigramTrainer(
             vocab_size=vocab_size, special_tokens=specials, unk_token="<unk>", show_progress=show_progress
         )
-    try:
-        if files:
-            backend.train(files, trainer)
-        else:
-            backend.train_from_iterator(iterator, trainer)
-    except TokenizerError:
-        raise
-    except Exception as err:
-        raise TokenizerError(f"training a {kind} tokenizer failed: {err}") from None
+    if kind == "wordpiece":
+        if iterator is not None:  # read twice
+            iterator = list(iterator)
+        continuing = sorted(t for t in _run(backend, trainer, files, iterator, vocab_size=1).get_vocab()
+                            if t.startswith("##"))
+        trainer.special_tokens = specials + continuing
+        backend = _wordpiece_in_standard_order(_run(backend, trainer, files, iterator, vocab_size), specials, continuing)
+    else:
+        backend = _run(backend, trainer, files, iterator, vocab_size)
 
     additional: list[str] = []
     if kind == "unigram":
+        backend = _unigram_in_fixed_order(backend, len(specials))
         backend = _with_sentinels(backend, cv.T5_EXTRA_IDS)
         additional = [f"<extra_id_{i}>" for i in range(cv.T5_EXTRA_IDS)]
     named = dict(family.specials)
@@ -136,6 +146,59 @@ def train_tokenizer(
     )
     set_post_processor(tokenizer, family.name, {})
     return tokenizer
+
+
+def _run(backend: Backend, trainer, files: list[str], texts: list[str] | Iterator[str] | None,
+         vocab_size: int) -> Backend:
+    """Train a copy of `backend` (normalizer and pre-tokenizer kept) with `trainer` at `vocab_size`."""
+    copy = Backend.from_str(backend.to_str())
+    trainer.vocab_size = vocab_size
+    try:
+        if files:
+            copy.train(files, trainer)
+        else:
+            copy.train_from_iterator(texts, trainer)
+    except TokenizerError:
+        raise
+    except Exception as err:
+        raise TokenizerError(f"training a tokenizer failed: {err}") from None
+    return copy
+
+
+def _wordpiece_in_standard_order(trained: Backend, specials: list[str], continuing: list[str]) -> Backend:
+    """The WordPiece vocabulary of a run seeded with the sorted `##` pieces, renumbered the way a plain run
+    numbers it — special tokens, single characters, `##` pieces, then merges in the order learned — with
+    only the real special tokens registered as such."""
+    by_id = sorted(trained.get_vocab().items(), key=lambda item: item[1])
+    learned = [token for token, _ in by_id[len(specials) + len(continuing):]]
+    alphabet = [token for token in learned if len(token) == 1]
+    merges = [token for token in learned if len(token) > 1]
+    vocab = {token: i for i, token in enumerate(specials + alphabet + continuing + merges)}
+    rebuilt = Backend(WordPiece(vocab, unk_token="[UNK]", continuing_subword_prefix="##"))
+    for part in ("normalizer", "pre_tokenizer", "decoder"):
+        setattr(rebuilt, part, getattr(trained, part))
+    rebuilt.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
+    return rebuilt
+
+
+def _unigram_in_fixed_order(trained: Backend, n_specials: int) -> Backend:
+    """Unigram pieces after the special tokens ordered by score rounded to 1e-9 (descending), then text.
+
+    The trainer appends the characters it must keep but never scored at the bottom, 1e-4 apart in hash
+    order; that tail (single characters within 1e-4 per place of the lowest score) is given its scores
+    in character order."""
+    state = json.loads(trained.to_str())
+    pieces = state["model"]["vocab"]
+    learned = sorted(([p, round(score, 9)] for p, score in pieces[n_specials:]), key=lambda ps: (-ps[1], ps[0]))
+    tail = 0
+    while (tail < len(learned) and len(learned[-1 - tail][0]) == 1
+           and learned[-1 - tail][1] <= learned[-1][1] + 1e-4 * tail + 1e-9):
+        tail += 1
+    if tail > 1:
+        chars, scores = sorted(p for p, _ in learned[-tail:]), [score for _, score in learned[-tail:]]
+        learned[-tail:] = [[c, score] for c, score in zip(chars, scores)]
+    state["model"]["vocab"] = pieces[:n_specials] + learned
+    return Backend.from_str(json.dumps(state))
 
 
 def _with_sentinels(backend: Backend, extra_ids: int) -> Backend:
