@@ -123,3 +123,32 @@ def test_dropout_keeps_1_minus_p_scales_and_masks_the_gradient_alike():
     layer.eval()
     assert torch.equal(layer(x), x)
     assert torch.equal(Dropout(0.0).train()(x), x)
+
+
+@pytest.mark.parametrize("kind", ["causal", "mask", "none"])
+def test_attention_dropout_path_matches_sdpa_and_drops_probabilities(kind, monkeypatch):
+    from triformers.layers import attention as attention_module
+    from triformers.layers.attention import Attention
+
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 6, 8, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    mask = torch.randn(2, 1, 6, 6, dtype=torch.float64) if kind == "mask" else None
+    causal = kind == "causal"
+    ours = attention_module._attention_with_dropout(q, k, v, mask, causal, None, 1e-300)  # keeps everything
+    reference = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
+    torch.testing.assert_close(ours, reference)
+    grads = torch.autograd.grad(ours.sum(), (q, k, v))
+    torch.testing.assert_close(grads, torch.autograd.grad(reference.sum(), (q, k, v)))
+
+    # with p = 0.5 each probability is kept with probability 1/2 and doubled: v = 1 gives row sums ~ 1 on average
+    ones = torch.ones(64, 4, 32, 8)
+    rows = attention_module._attention_with_dropout(torch.randn(64, 4, 32, 8), torch.randn(64, 4, 32, 8), ones,
+                                                    None, causal, None, 0.5)[..., 0]
+    assert abs(rows.mean().item() - 1.0) < 0.03 and rows.std().item() > 0.1
+
+    calls = []
+    monkeypatch.setattr(attention_module, "_attention_with_dropout", lambda *a: calls.append(a) or a[0])
+    layer = Attention(16, 2, 8, bias=True, scale=True, dropout=0.1)
+    layer(torch.randn(1, 4, 16), None, is_causal=True)
+    layer.eval()(torch.randn(1, 4, 16), None, is_causal=True)
+    assert len(calls) == 1  # training with dropout only

@@ -14,8 +14,8 @@ numbers its `##` pieces in hash order and breaks ties between equally frequent m
 even the learned pieces change from run to run; Unigram's scores differ in the last bits, and so does
 the order of tied pieces and of the rare characters it keeps at the bottom. WordPiece is therefore
 trained twice — once with no merges, to collect the `##` pieces, then with them numbered in sorted
-order ahead of the merges — and Unigram's pieces are ordered by score rounded to 1e-9, then by text. Byte-level BPE starts from a fixed, full alphabet and
-needs neither.
+order ahead of the merges — and Unigram's pieces are ordered by score rounded to 1e-9, then by text.
+Byte-level BPE starts from a fixed, full alphabet and needs neither.
 """
 
 from __future__ import annotations
@@ -131,7 +131,8 @@ def train_tokenizer(
         continuing = sorted(t for t in _run(backend, trainer, files, iterator, vocab_size=1).get_vocab()
                             if t.startswith("##"))
         trainer.special_tokens = specials + continuing
-        backend = _wordpiece_in_standard_order(_run(backend, trainer, files, iterator, vocab_size), specials, continuing)
+        trained = _run(backend, trainer, files, iterator, vocab_size)
+        backend = _wordpiece_in_standard_order(trained, specials, continuing)
     else:
         backend = _run(backend, trainer, files, iterator, vocab_size)
 
@@ -196,7 +197,7 @@ def _unigram_in_fixed_order(trained: Backend, n_specials: int) -> Backend:
         tail += 1
     if tail > 1:
         chars, scores = sorted(p for p, _ in learned[-tail:]), [score for _, score in learned[-tail:]]
-        learned[-tail:] = [[c, score] for c, score in zip(chars, scores)]
+        learned[-tail:] = [[c, score] for c, score in zip(chars, scores, strict=True)]
     state["model"]["vocab"] = pieces[:n_specials] + learned
     return Backend.from_str(json.dumps(state))
 
