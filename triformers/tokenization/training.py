@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -126,12 +127,13 @@ def train_tokenizer(
             vocab_size=vocab_size, special_tokens=specials, unk_token="<unk>", show_progress=show_progress
         )
     if kind == "wordpiece":
-        if iterator is not None:  # read twice
-            iterator = list(iterator)
-        continuing = sorted(t for t in _run(backend, trainer, files, iterator, vocab_size=1).get_vocab()
-                            if t.startswith("##"))
-        trainer.special_tokens = specials + continuing
-        trained = _run(backend, trainer, files, iterator, vocab_size)
+        with tempfile.TemporaryDirectory(prefix="triformers-wordpiece-") as spool:
+            if iterator is not None:  # read twice: spooled to disk (words never span a line break)
+                files, iterator = [_spool(iterator, Path(spool) / "texts.txt")], None
+            continuing = sorted(t for t in _run(backend, trainer, files, None, vocab_size=1).get_vocab()
+                                if t.startswith("##"))
+            trainer.special_tokens = specials + continuing
+            trained = _run(backend, trainer, files, None, vocab_size)
         backend = _wordpiece_in_standard_order(trained, specials, continuing)
     else:
         backend = _run(backend, trainer, files, iterator, vocab_size)
@@ -147,6 +149,14 @@ def train_tokenizer(
     )
     set_post_processor(tokenizer, family.name, {})
     return tokenizer
+
+
+def _spool(texts: Iterator[str], path: Path) -> str:
+    with open(path, "w", encoding="utf-8") as out:
+        for text in texts:
+            out.write(text)
+            out.write("\n")
+    return str(path)
 
 
 def _run(backend: Backend, trainer, files: list[str], texts: list[str] | Iterator[str] | None,
