@@ -124,9 +124,10 @@ def token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Next-token loss: position t predicts label t+1."""
+    """Next-token loss: position t predicts label t+1. The labels are shifted (the last position gets -100),
+    not the logits: slicing (B, T, V) logits would copy them forward and zero-fill + copy their gradient."""
     check_labels(labels, logits.shape[:-1], logits.shape[-1])
-    return token_loss(logits[:, :-1], labels[:, 1:])
+    return token_loss(logits, F.pad(labels[:, 1:], (0, 1), value=-100))
 
 
 def span_loss(start_logits, end_logits, start_positions, end_positions) -> torch.Tensor:
