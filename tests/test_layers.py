@@ -152,3 +152,22 @@ def test_attention_dropout_path_matches_sdpa_and_drops_probabilities(kind, monke
     layer(torch.randn(1, 4, 16), None, is_causal=True)
     layer.eval()(torch.randn(1, 4, 16), None, is_causal=True)
     assert len(calls) == 1  # training with dropout only
+
+
+def test_rms_norm_fast_path_equals_the_t5_formula():
+    from triformers.layers.norms import RMSNorm
+
+    torch.manual_seed(0)
+    norm = RMSNorm(64, eps=1e-6)
+    norm.weight.data.uniform_(0.5, 1.5)
+    x = torch.randn(3, 5, 64, requires_grad=True)
+    got = norm(x)
+    expected = norm.weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6))
+    torch.testing.assert_close(got, expected)
+    g = torch.randn_like(got)
+    torch.testing.assert_close(torch.autograd.grad(got, (x, norm.weight), g),
+                               torch.autograd.grad(expected, (x, norm.weight), g))
+    half = RMSNorm(64).to(torch.bfloat16)  # half precision keeps T5's order: normalise in fp32, cast, scale
+    y = half(x.detach().to(torch.bfloat16))
+    assert y.dtype == torch.bfloat16
+    torch.testing.assert_close(y.float(), RMSNorm(64)(x.detach()), atol=2e-2, rtol=2e-2)
