@@ -205,23 +205,39 @@ def test_failed_save_keeps_the_previous_checkpoint(saved, copy, monkeypatch):
     torch.testing.assert_close(logits(copy), saved[1], atol=0, rtol=0)
 
 
-def test_transposed_gpt2_weights_are_exact_and_the_file_stays_readable(tmp_path):
-    """GPT-2's Conv1D weights are copied out transposed and their mapped pages released: the model holds
-    exactly the file's values, and the file's tensors still read back right afterwards."""
+def test_transposed_gpt2_weights_are_views_until_used_then_row_major_and_exact(tmp_path):
+    """GPT-2's Conv1D weights load as transposed views of the mapped file (no copy); a prompt-sized forward
+    keeps them, a decode-sized one (or train(), pack_weights()) writes them out row-major, releasing the
+    file pages: the values stay exactly the file's, and the file still reads back right afterwards."""
     from triformers import AutoModelForCausalLM
 
     config = transformers.GPT2Config(n_layer=2, n_embd=256, n_head=4, vocab_size=300, n_positions=64)
     transformers.GPT2LMHeadModel(config).save_pretrained(tmp_path)
     model = AutoModelForCausalLM.from_pretrained(tmp_path)
     stored = load_file(tmp_path / "model.safetensors")
-    for i in range(2):
-        layer = model.decoder.layers[i]
-        assert torch.equal(layer.mlp.up.weight, stored[f"transformer.h.{i}.mlp.c_fc.weight"].t())
-        assert torch.equal(layer.attn.qkv.weight, stored[f"transformer.h.{i}.attn.c_attn.weight"].t())
-        assert layer.mlp.up.weight.is_contiguous()
-    again = AutoModelForCausalLM.from_pretrained(tmp_path)
+    names = (("mlp.c_fc", "mlp", "up"), ("mlp.c_proj", "mlp", "down"), ("attn.c_attn", "attn", "qkv"),
+             ("attn.c_proj", "attn", "out"))
+    weights = {f"transformer.h.{i}.{name}.weight": getattr(getattr(model.decoder.layers[i], part), leaf).weight
+               for i in range(2) for name, part, leaf in names}
+    assert all(not w.is_contiguous() and w.t().is_contiguous() for w in weights.values())
+    ids = torch.randint(0, 300, (2, 20))
+    with torch.no_grad():
+        prompt = model(ids).logits  # 40 rows: the views are read as they are
+        assert all(not w.is_contiguous() for w in weights.values())
+        step = model(ids[:1, :3]).logits  # 3 rows: written out row-major
+    assert all(w.is_contiguous() for w in weights.values())
+    for key, weight in weights.items():
+        assert torch.equal(weight, stored[key].t()), key
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids).logits, prompt, atol=1e-5, rtol=0)
+        torch.testing.assert_close(model(ids[:1, :3]).logits, step, atol=1e-5, rtol=0)
+    again = AutoModelForCausalLM.from_pretrained(tmp_path)  # the released pages read back from the file
     for (name, a), (_, b) in zip(model.state_dict().items(), again.state_dict().items(), strict=True):
         assert torch.equal(a, b), name
+    trained = AutoModelForCausalLM.from_pretrained(tmp_path).train()
+    assert all(m.weight.is_contiguous() for m in trained.modules() if isinstance(m, torch.nn.Linear))
+    packed = AutoModelForCausalLM.from_pretrained(tmp_path).pack_weights()
+    assert all(m.weight.is_contiguous() for m in packed.modules() if isinstance(m, torch.nn.Linear))
 
 
 def test_t5_wo_loads_in_fp32_from_an_fp32_checkpoint_when_the_rest_is_bf16(tmp_path):

@@ -27,6 +27,7 @@ from . import hub
 from .config import ModelConfig
 from .dialects import Dialect, get_dialect
 from .errors import CheckpointError, ConfigError
+from .layers.linear import is_transposed, mapped_from
 
 logger = logging.getLogger("triformers")
 LEGACY_NAMES = ((re.compile(r"LayerNorm\.gamma$"), "LayerNorm.weight"),
@@ -145,15 +146,16 @@ def load_state(model: nn.Module, dialect: Dialect, tensors: dict[str, torch.Tens
         value = rule.load(sources, config) if rule.load else sources[0]
         if value.is_floating_point() and params[ours].is_floating_point():
             value = value.to(_param_dtype(config, ours, dtype))
-        value = value.contiguous()
+        if not is_transposed(value):  # GPT-2's Conv1D weights stay transposed views until used (layers.linear)
+            value = value.contiguous()
         for key, source in zip(found, sources, strict=True):
             if source.untyped_storage().data_ptr() != value.untyped_storage().data_ptr():
                 hub.release_pages(source, origin[key])  # copied out: keep one copy resident, not two
         return value
 
     filled = set()
-    # The conversions (GPT-2's transposes, casts, fusions) are memory-bound copies that torch runs on one
-    # thread each: two at a time take GPT-2 124M's from ~150 ms to ~100 ms.
+    # The conversions (casts, fusions) are memory-bound copies that torch runs on one thread each: two at a
+    # time are faster.
     with ThreadPoolExecutor(max(1, min(4, torch.get_num_threads()))) as pool:
         for (ours, found, rule), value in zip(jobs, pool.map(convert, jobs), strict=True):
             target = params[ours]
@@ -170,6 +172,9 @@ def load_state(model: nn.Module, dialect: Dialect, tensors: dict[str, torch.Tens
                 hint = " (pass ignore_mismatched_sizes=True to re-initialise this head)" if rule.head else ""
                 raise CheckpointError(f"shape mismatch in {origin[found[0]]}: {detail}{hint}")
             _set_tensor(model, ours, value)
+            source = tensors[found[0]]
+            if is_transposed(value) and value.untyped_storage().data_ptr() == source.untyped_storage().data_ptr():
+                mapped_from(model.get_parameter(ours), origin[found[0]])  # its pages are released once copied out
             filled.add(ours)
     if missing:
         raise CheckpointError(f"checkpoint {', '.join(where)} lacks {len(missing)} tensors the model needs: "

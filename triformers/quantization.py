@@ -22,7 +22,7 @@ class Int8Linear(nn.Module):
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None):
         super().__init__()
-        weight = weight.detach().float()
+        weight = weight.detach().float().contiguous()
         scale = weight.abs().amax(dim=1).clamp(min=1e-12) / 127.0  # (N,)
         self.register_buffer("weight_int8", torch.round(weight / scale[:, None]).clamp(-127, 127).to(torch.int8))
         self.register_buffer("scale", scale)

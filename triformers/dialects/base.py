@@ -45,20 +45,12 @@ def fused(parts: int, dim: int = 0) -> dict[str, Callable]:
     }
 
 
-def transpose_copy(tensor: torch.Tensor, rows: int = 256) -> torch.Tensor:
-    """A contiguous copy of a 2-D tensor's transpose, written in bands of rows: about twice as fast as
-    `.t().contiguous()` on a large matrix, which walks the source one column at a time."""
-    out = torch.empty(tensor.shape[1], tensor.shape[0], dtype=tensor.dtype)
-    for start in range(0, tensor.shape[0], rows):
-        out[:, start:start + rows].copy_(tensor[start:start + rows].t())
-    return out
-
-
 def transposed() -> dict[str, Callable]:
-    """GPT-2's Conv1D stores weights as (in, out); ours are nn.Linear's (out, in), whose row-major layout
-    the decode-step matmuls read ~25% faster than a transposed view (so the copy is worth making)."""
+    """GPT-2's Conv1D stores weights as (in, out); ours are nn.Linear's (out, in). Loading keeps the transposed
+    view of the checkpoint tensor (no copy); `Linear` writes it out row-major the first time that layout
+    pays off: a matmul of a few rows (decoding), training, packing (`layers.linear.row_major`)."""
     return {
-        "load": lambda tensors, config: transpose_copy(tensors[0]),
+        "load": lambda tensors, config: tensors[0].t(),
         "save": lambda tensor, config: (tensor.t(),),
     }
 

@@ -14,7 +14,7 @@ from torch import nn
 
 from ..config import ModelConfig
 from ..errors import InputError
-from ..layers.linear import pack, packable, unpack
+from ..layers.linear import is_transposed, pack, packable, row_major, unpack
 from ..layers.norms import RMSNorm
 
 
@@ -93,6 +93,15 @@ class TransformerModel(nn.Module):
                         nn.init.zeros_(param)
 
     # -- inference speed ----------------------------------------------------------------------------
+    def train(self, mode: bool = True) -> TransformerModel:
+        """nn.Module.train; entering training also writes out row-major any weight still held as a transposed
+        view of its checkpoint (GPT-2's Conv1D weights), so that optimizers and gradients see ordinary tensors."""
+        if mode:
+            for weight in self._linear_weights():
+                if is_transposed(weight):
+                    row_major(weight)
+        return super().train(mode)
+
     def pack_weights(self) -> TransformerModel:
         """Keep a copy of every linear weight (and of a tied LM head) in oneDNN's blocked layout, so that
         CPU inference skips a weight reorder in every matmul: ~1.3x faster bf16 decoding, ~1.25x for
