@@ -13,6 +13,11 @@ bf16 (a bf16 GPT-2 decode step ~1.3x faster) and for a few rows at a time in fp3
 T5/GPT-2 shapes ~1.5x faster). The packed copy is used only while the weight is
 unchanged (same version counter, same storage): training, editing or casting the weight drops it and
 falls back to the plain path.
+
+A weight may also arrive as a transposed view of its checkpoint (GPT-2's Conv1D, stored (in, out)):
+loading then costs nothing, and many-row matmuls read the view as fast; the first matmul of a few rows
+(decoding) or one that takes a gradient writes it out row-major (`row_major`), which single-row
+matmuls read ~1.7x faster (13.6 vs 23.2 ms for GPT-2 124M's 48 matrices, measured).
 """
 
 from __future__ import annotations
