@@ -232,6 +232,7 @@ class Trainer:
         if args.fsdp and self.dist.world_size < 2:
             raise TrainingError("fsdp shards the model across processes: launch with torchrun --nproc_per_node=N "
                                 "(N >= 2; WORLD_SIZE is unset or 1 here), or drop fsdp")
+        model.train()  # before DDP/FSDP see the parameters: weights still held as checkpoint views are written out
         self.export_copy = meta_copy(model) if args.fsdp and self.dist.is_main else None
         # FSDP moves each shard to the device itself (never the whole model); the optimizer must see
         # the sharded parameters, so it is built after sharding
