@@ -15,7 +15,6 @@ import logging
 import os
 import re
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -121,9 +120,8 @@ def load_state(model: nn.Module, dialect: Dialect, tensors: dict[str, torch.Tens
         available[name] = key
     params = dict(model.named_parameters()) | dict(model.named_buffers())
     where = sorted({str(p) for p in origin.values()})
-    used = set()
+    filled, used = set(), set()
     missing, mismatched, new = [], [], []
-    jobs: list[tuple[str, list[str], Any]] = []  # (our name, checkpoint keys, rule)
     for rule in dialect.rules(config, model.head):
         for ours, theirs in rule.expand(config):
             if ours not in params:
@@ -136,28 +134,9 @@ def load_state(model: nn.Module, dialect: Dialect, tensors: dict[str, torch.Tens
                     used.update(available[a] for a in alternatives)
             if len(found) < len(theirs):
                 (new if rule.head is not None else missing).append(ours if rule.head else " + ".join(theirs))
-            else:
-                jobs.append((ours, found, rule))
-
-    def convert(job: tuple[str, list[str], Any]) -> torch.Tensor:
-        """The checkpoint tensors of one parameter in our layout and dtype; copied-out pages released."""
-        ours, found, rule = job
-        sources = tuple(tensors[k] for k in found)
-        value = rule.load(sources, config) if rule.load else sources[0]
-        if value.is_floating_point() and params[ours].is_floating_point():
-            value = value.to(_param_dtype(config, ours, dtype))
-        if not is_transposed(value):  # GPT-2's Conv1D weights stay transposed views until used (layers.linear)
-            value = value.contiguous()
-        for key, source in zip(found, sources, strict=True):
-            if source.untyped_storage().data_ptr() != value.untyped_storage().data_ptr():
-                hub.release_pages(source, origin[key])  # copied out: keep one copy resident, not two
-        return value
-
-    filled = set()
-    # The conversions (casts, fusions) are memory-bound copies that torch runs on one thread each: two at a
-    # time are faster.
-    with ThreadPoolExecutor(max(1, min(4, torch.get_num_threads()))) as pool:
-        for (ours, found, rule), value in zip(jobs, pool.map(convert, jobs), strict=True):
+                continue
+            sources = tuple(tensors[k] for k in found)
+            value = rule.load(sources, config) if rule.load else sources[0]
             target = params[ours]
             if value.is_floating_point() != target.is_floating_point():
                 raise CheckpointError(f"dtype mismatch in {origin[found[0]]}: {', '.join(found)} is {value.dtype}, "
@@ -171,10 +150,16 @@ def load_state(model: nn.Module, dialect: Dialect, tensors: dict[str, torch.Tens
                     continue
                 hint = " (pass ignore_mismatched_sizes=True to re-initialise this head)" if rule.head else ""
                 raise CheckpointError(f"shape mismatch in {origin[found[0]]}: {detail}{hint}")
+            if value.is_floating_point():
+                value = value.to(_param_dtype(config, ours, dtype))
+            if not is_transposed(value):  # GPT-2's Conv1D weights stay views of the file until used (layers.linear)
+                value = value.contiguous()
             _set_tensor(model, ours, value)
-            source = tensors[found[0]]
-            if is_transposed(value) and value.untyped_storage().data_ptr() == source.untyped_storage().data_ptr():
-                mapped_from(model.get_parameter(ours), origin[found[0]])  # its pages are released once copied out
+            for key, source in zip(found, sources, strict=True):
+                if source.untyped_storage().data_ptr() != value.untyped_storage().data_ptr():
+                    hub.release_pages(source, origin[key])  # copied out: keep one copy resident, not two
+                elif is_transposed(value):
+                    mapped_from(model.get_parameter(ours), origin[key])  # released once written out row-major
             filled.add(ours)
     if missing:
         raise CheckpointError(f"checkpoint {', '.join(where)} lacks {len(missing)} tensors the model needs: "

@@ -17,6 +17,11 @@ from .dropout import dropout
 from .linear import Linear
 
 
+def causal_keep(T: int, Tk: int, device: torch.device | str) -> torch.Tensor:
+    """(T, Tk) bool: the last T of Tk positions may each attend to keys up to their own position."""
+    return torch.ones(T, Tk, dtype=torch.bool, device=device).tril(Tk - T)
+
+
 class KVCache:
     """Keys and values of past positions, preallocated for the whole generation.
 
@@ -109,9 +114,7 @@ def _attention_with_dropout(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, m
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     scores = torch.matmul(q, k.transpose(-2, -1)) * scale  # (B, nh, T, Tk)
     if is_causal:
-        T, Tk = scores.shape[-2:]
-        future = torch.ones(T, Tk, dtype=torch.bool, device=q.device).triu(Tk - T + 1)
-        scores = scores.masked_fill(future, torch.finfo(scores.dtype).min)
+        scores = torch.where(causal_keep(*scores.shape[-2:], q.device), scores, torch.finfo(scores.dtype).min)
     elif mask is not None:
         scores = scores + mask.to(scores.dtype)  # bf16 under autocast, as SDPA's own inputs would be
     probs = dropout(torch.softmax(scores, dim=-1), p, True)

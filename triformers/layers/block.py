@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ModelConfig
-from .attention import Attention, KVCache
+from .attention import Attention, KVCache, causal_keep
 from .dropout import Dropout
 from .embedding import Embedding
 from .linear import Linear
@@ -152,7 +152,7 @@ class Stack(nn.Module):
                 return None, True  # SDPA's own causal kernel
         keep = torch.ones(1, 1, T, Tk, dtype=torch.bool, device=device)
         if self.causal and T > 1:
-            keep = torch.ones(T, Tk, dtype=torch.bool, device=device).tril(past)[None, None]
+            keep = causal_keep(T, Tk, device)[None, None]
         if padded:
             keep = keep & attention_mask[:, None, None, :].bool()
         base = bias if bias is not None else torch.zeros((), dtype=dtype, device=device)

@@ -84,9 +84,11 @@ def mapped_from(weight: torch.Tensor, path) -> None:
 
 def row_major(weight: torch.Tensor) -> None:
     """Replace a transposed-view weight by a row-major copy of the same values, in place (`.data`: the
-    Parameter, its gradient hooks and optimizer state are kept). Written in bands of rows, about twice as
-    fast as `.contiguous()`, which walks the source one column at a time. The mapped file pages it was read
-    from are released afterwards (as loading does for copied-out tensors)."""
+    Parameter, its gradient hooks and optimizer state are kept); other weights are left alone. Written in
+    bands of rows, about twice as fast as `.contiguous()`, which walks the source one column at a time.
+    The mapped file pages it was read from are released afterwards (as loading does for copied-out tensors)."""
+    if not is_transposed(weight):
+        return
     with torch.inference_mode(False), torch.no_grad():
         source = weight.detach().t()  # (in, out), row-major
         out = torch.empty(weight.shape, dtype=weight.dtype, device=weight.device)
@@ -103,8 +105,8 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     """F.linear(x, weight, bias); through oneDNN on CPU in fp32 or bf16 (with its own backward when
     a gradient is needed), through F.linear everywhere else (and under autocast, which F.linear obeys).
     A transposed-view weight is made row-major on its first few-row or gradient-taking call."""
-    if (not weight.is_contiguous() and is_transposed(weight)
-            and (x.numel() <= _FEW_ROWS * x.shape[-1] or (weight.requires_grad and torch.is_grad_enabled()))):
+    if not weight.is_contiguous() and (x.numel() <= _FEW_ROWS * x.shape[-1]
+                                       or (weight.requires_grad and torch.is_grad_enabled())):
         row_major(weight)
     if not _onednn_ok(x, weight, bias) or torch.is_autocast_enabled("cpu"):
         return F.linear(x, weight, bias)
@@ -123,8 +125,7 @@ def packable(weight: torch.Tensor) -> bool:
 
 def pack(weight: torch.Tensor) -> None:
     """Attach a oneDNN-packed copy of `weight` (out, in) for inference; see the module docstring."""
-    if is_transposed(weight):
-        row_major(weight)
+    row_major(weight)
     packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), None)  # no batch hint: good at 1 and 8 rows
     weight.__dict__["_onednn_packed"] = (weight._version, weight.data_ptr(), packed)
 

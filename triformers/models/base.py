@@ -14,7 +14,7 @@ from torch import nn
 
 from ..config import ModelConfig
 from ..errors import InputError
-from ..layers.linear import is_transposed, pack, packable, row_major, unpack
+from ..layers.linear import pack, packable, row_major, unpack
 from ..layers.norms import RMSNorm
 
 
@@ -98,8 +98,7 @@ class TransformerModel(nn.Module):
         view of its checkpoint (GPT-2's Conv1D weights), so that optimizers and gradients see ordinary tensors."""
         if mode:
             for weight in self._linear_weights():
-                if is_transposed(weight):
-                    row_major(weight)
+                row_major(weight)
         return super().train(mode)
 
     def pack_weights(self) -> TransformerModel:
