@@ -1,7 +1,7 @@
 """Demo sections 2-5: pre-train a tiny model of each family offline, load it back, show it at work.
 
-On the default corpus (Python stdlib docstrings, `triformers.data.default_corpus`), with
-`triformers.pretrain.pretrain`: BERT-style MLM (encoder), GPT-2-style CLM (decoder) and T5-style span
+On the default corpus (Python stdlib docstrings, `triformers.pretraining.corpus.default_corpus`), with
+`triformers.pretraining.pretrain`: BERT-style MLM (encoder), GPT-2-style CLM (decoder) and T5-style span
 corruption (encoder-decoder). Each checkpoint is then loaded back through the Auto classes and put to
 work: `[MASK]` filling, prompt continuation (greedy and sampled), sentinel-span filling on the T5
 paper's example "Thank you <extra_id_0> me to your party <extra_id_1> week."
@@ -37,7 +37,7 @@ from typing import Iterator
 import torch
 
 from triformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoModelForSeq2SeqLM, AutoTokenizer
-from triformers.pretrain import ModelSize, PretrainOptions, pretrain, prepare
+from triformers.pretraining import ModelSize, PretrainOptions, pretrain, prepare
 from triformers.training import TrainingArguments
 
 FAMILIES = ("encoder", "decoder", "encoder-decoder")

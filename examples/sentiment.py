@@ -5,7 +5,7 @@ ICWSM 2014): tab-separated id, mean human rating (-4..4), text; 10,605 snippets 
 reviews. A snippet is positive when its mean rating is > 0.5, negative when < -0.5; the rest are
 dropped as neither. The split is fixed: the kept snippets are shuffled by `numpy.random.default_rng(0)`
 in file order and the first 20% are the held-out test set. `--limit N` keeps the first N of each split
-(a quick run). The training goes through `triformers.finetune` (the `triformers finetune` command), so
+(a quick run). The training goes through `triformers.finetuning` (the `triformers finetune` command), so
 the output folder is a text-classification checkpoint with id2label {0: negative, 1: positive}:
 
     python examples/sentiment.py --out runs/sentiment                 # the full run (README figures)
@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from triformers.finetune import FinetuneOptions, finetune
+from triformers.finetuning import FinetuneOptions, finetune
 from triformers.training import TrainingArguments
 
 ROOT = Path(__file__).resolve().parent.parent

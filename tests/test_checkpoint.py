@@ -13,7 +13,7 @@ import torch
 import transformers
 from safetensors.torch import load_file, save_file
 
-import triformers.checkpoint
+import triformers.io.pretrained
 from triformers import AutoConfig, AutoModel, AutoModelForMaskedLM, CheckpointError
 
 # A tiny BERT with a tied MLM head; 5 heads of 8, intermediate 70, vocab 211.
@@ -195,7 +195,7 @@ def test_failed_save_keeps_the_previous_checkpoint(saved, copy, monkeypatch):
             f.write(b"half a file")
         raise OSError("disk full")
 
-    monkeypatch.setattr(triformers.checkpoint, "save_file", dies_half_way)
+    monkeypatch.setattr(triformers.io.pretrained, "save_file", dies_half_way)
     torch.manual_seed(5)
     other = AutoModelForMaskedLM.from_config(AutoConfig.for_model("bert", **SHAPE))
     with pytest.raises(OSError, match="disk full"):

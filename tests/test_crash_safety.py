@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file
 
 from triformers import AutoModelForCausalLM
-from triformers.training_state import checkpoint_paths, latest_checkpoint
+from triformers.training.checkpoints import checkpoint_paths, latest_checkpoint
 
 STEPS = 120
 KILLS = 3
@@ -98,7 +98,7 @@ def test_sigkill_at_random_moments_then_resume_is_bit_identical(tmp_path):
 # so that the parent can SIGKILL it in the middle of writing. The hook lives here, not in the library.
 SLOW_SAVE = textwrap.dedent("""
     import sys, time, torch, safetensors.torch
-    import triformers.checkpoint, triformers.training_state
+    import triformers.io.pretrained, triformers.training.checkpoints
     from triformers import AutoModelForCausalLM
 
     def slow(write):
@@ -110,7 +110,7 @@ SLOW_SAVE = textwrap.dedent("""
             return write(obj, path, *args, **kwargs)
         return wrapper
 
-    triformers.checkpoint.save_file = slow(safetensors.torch.save_file)
+    triformers.io.pretrained.save_file = slow(safetensors.torch.save_file)
     torch.save = slow(torch.save)
     model = AutoModelForCausalLM.from_pretrained(sys.argv[1])
     with torch.no_grad():
@@ -118,7 +118,7 @@ SLOW_SAVE = textwrap.dedent("""
     if sys.argv[2] == "save_pretrained":
         model.save_pretrained(sys.argv[1])
     else:
-        triformers.training_state.write_checkpoint(sys.argv[3], 999, {"step": 999}, model.save_pretrained, keep=5)
+        triformers.training.checkpoints.write_checkpoint(sys.argv[3], 999, {"step": 999}, model.save_pretrained, keep=5)
 """)
 
 
@@ -134,7 +134,7 @@ def test_killed_during_a_save_the_previous_checkpoint_still_loads(tmp_path, kind
         model.save_pretrained(folder)
         target = folder
     else:
-        from triformers.training_state import write_checkpoint
+        from triformers.training.checkpoints import write_checkpoint
 
         write_checkpoint(folder, 5, {"step": 5}, model.save_pretrained, keep=5)
         target = folder / "checkpoints" / "checkpoint-0000005"

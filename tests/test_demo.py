@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from triformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoModelForSeq2SeqLM, AutoTokenizer
-from triformers.pretrain import ModelSize, build_config
+from triformers.pretraining import ModelSize, build_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
 import demo  # noqa: E402  (examples/ is not a package)

@@ -19,11 +19,11 @@ from triformers import (AutoModel, AutoModelForQuestionAnswering, AutoModelForSe
                         pipeline)
 from triformers.cli import main as cli_main
 from triformers.config import ModelConfig
-from triformers.finetune import FinetuneOptions, finetune
-from triformers.finetune_data import (FinetuneError, PaddingCollator, label_index, label_names, normalize_answer,
+from triformers.finetuning import FinetuneOptions, finetune
+from triformers.finetuning.data import (FinetuneError, PaddingCollator, label_index, label_names, normalize_answer,
                                       read_records, squad_exact, squad_f1)
-from triformers.finetune_tasks import QuestionAnswering, TokenClassification
-from triformers.pretrain import ModelSize, build_config
+from triformers.finetuning.tasks import QuestionAnswering, TokenClassification
+from triformers.pretraining import ModelSize, build_config
 from triformers.tokenization import train_tokenizer
 from triformers.training import TrainingArguments
 

@@ -11,13 +11,14 @@ import torch.multiprocessing as mp
 from conftest import free_port, join_as_rank
 
 from triformers import AutoModelForCausalLM
-from triformers.cli import build_parser, pretrain_options
-from triformers.data import PackedBlocks, TokenCorpus, default_corpus, iter_documents, tokenize_corpus
+from triformers.cli import build_parser
+from triformers.cli.train import pretrain_options
+from triformers.pretraining.corpus import PackedBlocks, TokenCorpus, default_corpus, iter_documents, tokenize_corpus
 from triformers.models import DecoderModel
 from triformers.objectives import CLMCollator
-from triformers.pretrain import ModelSize, build_config, train_family_tokenizer
+from triformers.pretraining import ModelSize, build_config, train_family_tokenizer
 from triformers.training import Trainer, TrainingArguments, TrainingError
-from triformers.training_state import checkpoint_paths
+from triformers.training.checkpoints import checkpoint_paths
 
 SIZE = ModelSize(hidden_size=32, layers=2, heads=2, seq_len=32, dropout=0.0)
 

@@ -8,7 +8,8 @@ import huggingface_hub
 import pytest
 import torch
 
-from triformers import AutoConfig, AutoModel, ModelNotFoundError, hub
+from triformers import AutoConfig, AutoModel, ModelNotFoundError
+from triformers.io import hub
 
 REPO = "tiny-org/tiny-bert"
 MAIN = "a" * 40  # commit that refs/main points to

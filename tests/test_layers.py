@@ -4,10 +4,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from triformers.layers import linear as linear_module
+from triformers.layers import onednn
 from triformers.layers.linear import Linear, linear
 
-needs_onednn = pytest.mark.skipif(not linear_module._ONEDNN, reason="this torch build has no oneDNN (mkldnn)")
+needs_onednn = pytest.mark.skipif(not onednn.AVAILABLE, reason="this torch build has no oneDNN (mkldnn)")
 
 
 @needs_onednn
@@ -35,7 +35,7 @@ def test_output_can_be_modified_in_place_and_inference_takes_the_kernel(monkeypa
     y.sum().backward()
     assert layer.weight.grad is not None
     calls = []
-    monkeypatch.setattr(linear_module, "_onednn", lambda *a: calls.append(1) or F.linear(*a))
+    monkeypatch.setattr(onednn, "matmul", lambda *a: calls.append(1) or F.linear(*a))
     with torch.no_grad():
         linear(torch.randn(2, 8), layer.weight, layer.bias)
     assert calls, "CPU inference in fp32 should go through oneDNN"
@@ -53,7 +53,7 @@ def _tiny_gpt2(dtype=torch.float32):
 @needs_onednn
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_packed_weights_give_the_same_tokens_and_leave_parameters_alone(dtype, monkeypatch):
-    if dtype == torch.bfloat16 and not linear_module._ONEDNN_BF16:
+    if dtype == torch.bfloat16 and not onednn.BF16:
         pytest.skip("no oneDNN bf16 on this CPU")
     model = _tiny_gpt2(dtype)
     ids = torch.randint(0, 300, (2, 7))
@@ -64,12 +64,12 @@ def test_packed_weights_give_the_same_tokens_and_leave_parameters_alone(dtype, m
     model.pack_weights()
     packed = [w for w in model._linear_weights() if "_onednn_packed" in w.__dict__]
     assert len(packed) == 2 * 4 + 1  # qkv, out, up, down per layer + the tied LM head
-    kernel, layouts = linear_module._onednn, []
-    monkeypatch.setattr(linear_module, "_onednn", lambda x, w, b=None: layouts.append(w.layout) or kernel(x, w, b))
+    kernel, layouts = onednn.matmul, []
+    monkeypatch.setattr(onednn, "matmul", lambda x, w, b=None: layouts.append(w.layout) or kernel(x, w, b))
     with torch.inference_mode():
         packed_logits = model(ids).logits
     assert layouts == [torch._mkldnn] * 9  # every matmul read its packed copy
-    monkeypatch.setattr(linear_module, "_onednn", kernel)
+    monkeypatch.setattr(onednn, "matmul", kernel)
     with torch.inference_mode():
         assert torch.equal(model.generate(ids, max_new_tokens=8, min_new_tokens=8), plain)
     tol = 1e-5 if dtype == torch.float32 else 2e-2 * plain_logits.abs().max().item()
@@ -93,7 +93,7 @@ def test_a_packed_copy_is_ignored_once_its_weight_changes():
 
 @needs_onednn
 def test_a_packed_copy_is_ignored_once_the_model_is_cast():
-    if not linear_module._ONEDNN_BF16:
+    if not onednn.BF16:
         pytest.skip("no oneDNN bf16 on this CPU")
     model = _tiny_gpt2().pack_weights()
     model.to(torch.bfloat16)  # replaces each parameter's data; the version counter stays the same

@@ -15,11 +15,11 @@ import torch
 
 from triformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoModelForSeq2SeqLM, AutoTokenizer
 from triformers.cli import main as cli_main
-from triformers.data import (PackedBlocks, data_files, default_corpus, iter_documents, split_documents,
+from triformers.pretraining.corpus import (PackedBlocks, data_files, default_corpus, iter_documents, split_documents,
                              tokenize_corpus)
 from triformers.dialects import DIALECTS
 from triformers.objectives import pack_documents
-from triformers.pretrain import ModelSize, PretrainOptions, pretrain, resolve_dialect
+from triformers.pretraining import ModelSize, PretrainOptions, pretrain, resolve_dialect
 from triformers.training import TrainingArguments
 
 DIALECT_NAMES = [d for d in ("bert", "roberta", "gpt2", "bloom", "t5", "bart") if d in DIALECTS]

@@ -4,7 +4,7 @@ import torch
 import transformers
 
 from triformers import AutoModelForCausalLM
-from triformers.quantization import Int8Linear
+from triformers.layers.int8 import Int8Linear
 
 
 def _gpt2(tmp_path):

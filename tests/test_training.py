@@ -11,11 +11,11 @@ import torch
 import torch.multiprocessing as mp
 from conftest import free_port, join_as_rank
 
-from triformers.data import PackedBlocks, TokenCorpus, default_corpus, iter_documents, tokenize_corpus
+from triformers.pretraining.corpus import PackedBlocks, TokenCorpus, default_corpus, iter_documents, tokenize_corpus
 from triformers.dialects import DIALECTS, get_dialect
-from triformers.pretrain import AUTO_CLASSES, ModelSize, build_config, build_objective, train_family_tokenizer
+from triformers.pretraining import AUTO_CLASSES, ModelSize, build_config, build_objective, train_family_tokenizer
 from triformers.training import Trainer, TrainingArguments, TrainingError, build_optimizer, learning_rate
-from triformers.training_state import checkpoint_paths
+from triformers.training.checkpoints import checkpoint_paths
 
 DIALECT_NAMES = [d for d in ("bert", "roberta", "gpt2", "bloom", "t5", "bart") if d in DIALECTS]
 SIZE = ModelSize(hidden_size=32, layers=2, heads=2, seq_len=32, dropout=0.0)

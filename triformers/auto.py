@@ -11,21 +11,20 @@ from typing import Any
 
 import torch
 
-from . import hub
-from .checkpoint import read_config
 from .config import ModelConfig
 from .dialects import get_dialect
 from .errors import ConfigError
+from .io.pretrained import Checkpoint, load_model, locate
 from .models import FAMILIES, TransformerModel
 from .tokenization import AutoTokenizer  # noqa: F401  (re-exported)
 
 
 class AutoConfig:
     @staticmethod
-    def from_pretrained(name_or_path: str | os.PathLike, revision: str | None = None, **overrides: Any) -> ModelConfig:
+    def from_pretrained(name_or_path: str | os.PathLike | Checkpoint, revision: str | None = None,
+                        **overrides: Any) -> ModelConfig:
         """Read config.json through its dialect; overrides use the checkpoint's own key names."""
-        _, config = read_config(hub.resolve(name_or_path, revision=revision), overrides)
-        return config
+        return locate(name_or_path, revision, overrides).config
 
     @staticmethod
     def for_model(model_type: str, **hf_keys: Any) -> ModelConfig:
@@ -47,16 +46,14 @@ class _AutoModel:
         return FAMILIES[family]
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | os.PathLike, *, revision: str | None = None,
+    def from_pretrained(cls, name_or_path: str | os.PathLike | Checkpoint, *, revision: str | None = None,
                         dtype: torch.dtype | str | None = None, ignore_mismatched_sizes: bool = False,
                         quantize: str | None = None, **config_overrides: Any) -> TransformerModel:
-        """Load weights and config; the model comes back in eval mode."""
-        folder = hub.resolve(name_or_path, revision=revision)
-        _, config = read_config(folder, config_overrides)
-        model_cls = cls._family(config, str(folder / "config.json"))
-        return model_cls.from_pretrained(folder, head=cls.head.get(model_cls.family), dtype=dtype,
-                                         ignore_mismatched_sizes=ignore_mismatched_sizes, quantize=quantize,
-                                         **config_overrides)
+        """Load weights and config (resolved and read once); the model comes back in eval mode."""
+        checkpoint = locate(name_or_path, revision, config_overrides)
+        model_cls = cls._family(checkpoint.config, str(checkpoint.config_file))
+        return load_model(model_cls, checkpoint, head=cls.head.get(model_cls.family), dtype=dtype,
+                          ignore_mismatched_sizes=ignore_mismatched_sizes, quantize=quantize)
 
     @classmethod
     def from_config(cls, config: ModelConfig, dtype: torch.dtype | None = None) -> TransformerModel:

@@ -29,3 +29,7 @@ class TokenizerError(TriformersError, ValueError):
 
 class InputError(TriformersError, ValueError):
     """A model call got bad input: shapes, out-of-vocabulary ids, over-long sequences, arguments."""
+
+
+class TrainingError(TriformersError):
+    """Training cannot go on (non-finite loss, bad arguments, bad resume state)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..errors import ConfigError
 from .bart import BartDialect
-from .base import Dialect, Rule, fused, read, transposed
+from .base import Dialect, Recipe, Rule, fused, read, transposed
 from .bert import BertDialect, RobertaDialect
 from .bloom import BloomDialect
 from .gpt2 import GPT2Dialect
@@ -31,4 +31,4 @@ def get_dialect(model_type: str, where: str = "config") -> Dialect:
 for _dialect in (BertDialect(), RobertaDialect(), GPT2Dialect(), BloomDialect(), T5Dialect(), BartDialect()):
     register(_dialect)
 
-__all__ = ["Dialect", "Rule", "fused", "transposed", "read", "register", "get_dialect", "DIALECTS"]
+__all__ = ["Dialect", "Recipe", "Rule", "fused", "transposed", "read", "register", "get_dialect", "DIALECTS"]

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..config import ModelConfig
 from ..errors import ConfigError
-from .base import Dialect, Rule, common_from_hf, common_to_hf, fused, read
+from .base import Dialect, Recipe, Rule, common_from_hf, common_to_hf, fused, read
 from .bert import ACTIVATION_BACK, activation
 
 EMBEDDINGS = "shared.weight|encoder.embed_tokens.weight|decoder.embed_tokens.weight"
@@ -33,6 +33,8 @@ def same_for_both(hf: dict[str, Any], key: str, where: str, default: int) -> int
 class BartDialect(Dialect):
     model_type = "bart"
     family = "encoder-decoder"
+    recipe = Recipe("text_infilling", "roberta",  # BART decodes from </s> and ends with </s> forced
+                    special_ids=(("decoder_start_token_id", "eos_token_id"), ("forced_eos_token_id", "eos_token_id")))
     base_prefix = "model."
     architectures = {None: "BartModel", "lm": "BartForConditionalGeneration",
                      "sequence_classification": "BartForSequenceClassification"}

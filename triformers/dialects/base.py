@@ -1,4 +1,4 @@
-"""What a checkpoint dialect is: a config translation plus one weight-name table.
+"""What a checkpoint dialect is: a config translation, one weight-name table, and a pre-training recipe.
 
 A `Rule` maps one of our parameters to one or more checkpoint tensors, with a `load` transform
 (theirs -> ours) and its inverse `save` (ours -> theirs); loading and saving are both derived from
@@ -55,11 +55,40 @@ def transposed() -> dict[str, Callable]:
     }
 
 
+OBJECTIVES = ("mlm", "clm", "span_corruption", "text_infilling")
+TOKENIZER_KINDS = ("wordpiece", "bpe", "roberta", "unigram")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How `triformers pretrain --dialect X` pre-trains a model of this dialect from scratch.
+
+    objective: mlm (BERT's 80/10/10) | clm (packed next-token) | span_corruption (T5) | text_infilling (BART).
+    tokenizer: the kind trained from the corpus: wordpiece (BERT) | bpe (byte-level, GPT-2's single
+    `<|endoftext|>`) | roberta (byte-level BPE with `<s> <pad> </s> <unk> <mask>`) | unigram (T5, sentinels).
+    special_ids: config fields set from the trained tokenizer beyond pad / bos / eos (which always are),
+    e.g. T5 starts decoding from the pad token: {"decoder_start_token_id": "pad_token_id"}.
+    config: ModelConfig fields a from-scratch model of this dialect takes (beyond the sizes).
+    """
+
+    objective: str
+    tokenizer: str
+    special_ids: tuple[tuple[str, str], ...] = ()
+    config: tuple[tuple[str, Any], ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise ConfigError(f"Recipe: objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        if self.tokenizer not in TOKENIZER_KINDS:
+            raise ConfigError(f"Recipe: tokenizer must be one of {TOKENIZER_KINDS}, got {self.tokenizer!r}")
+
+
 class Dialect:
     """One checkpoint dialect: subclasses set the names and implement the two translations."""
 
     model_type: str  # config.json's model_type
     family: str  # encoder | decoder | encoder-decoder
+    recipe: Recipe | None = None  # how `triformers pretrain` trains it from scratch (None: it cannot)
     base_prefix: str = ""  # how head classes nest the body in checkpoint names ("bert.", "transformer.")
     architectures: dict[str | None, str] = {}  # our head -> transformers class name written to config.json
     ignore: tuple[str, ...] = ()  # regexes of checkpoint keys dropped silently (buffers, tied copies)

@@ -11,7 +11,7 @@ from typing import Any
 
 from ..config import ModelConfig
 from ..errors import ConfigError
-from .base import Dialect, Rule, common_from_hf, common_to_hf, fused, read
+from .base import Dialect, Recipe, Rule, common_from_hf, common_to_hf, fused, read
 
 ACTIVATION_NAMES = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
                     "relu": "relu", "silu": "silu", "swish": "silu"}
@@ -28,6 +28,7 @@ def activation(hf: dict[str, Any], key: str, where: str, default: str) -> str:
 class BertDialect(Dialect):
     model_type = "bert"
     family = "encoder"
+    recipe = Recipe("mlm", "wordpiece")
     base_prefix = "bert."
     architectures = {None: "BertModel", "mlm": "BertForMaskedLM",
                      "sequence_classification": "BertForSequenceClassification",
@@ -127,6 +128,7 @@ class BertDialect(Dialect):
 
 class RobertaDialect(BertDialect):
     model_type = "roberta"
+    recipe = Recipe("mlm", "roberta")
     base_prefix = "roberta."
     architectures = {None: "RobertaModel", "mlm": "RobertaForMaskedLM",
                      "sequence_classification": "RobertaForSequenceClassification",

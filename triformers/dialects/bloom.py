@@ -21,7 +21,7 @@ import torch
 
 from ..config import ModelConfig
 from ..errors import ConfigError
-from .base import Dialect, Rule, common_from_hf, common_to_hf, read
+from .base import Dialect, Recipe, Rule, common_from_hf, common_to_hf, read
 
 
 def _qkv_to_ours(tensors: tuple[torch.Tensor, ...], config: ModelConfig) -> torch.Tensor:
@@ -45,6 +45,7 @@ def _qkv_to_theirs(tensor: torch.Tensor, config: ModelConfig) -> tuple[torch.Ten
 class BloomDialect(Dialect):
     model_type = "bloom"
     family = "decoder"
+    recipe = Recipe("clm", "bpe")
     base_prefix = "transformer."
     architectures = {None: "BloomModel", "lm": "BloomForCausalLM",
                      "sequence_classification": "BloomForSequenceClassification"}

@@ -12,13 +12,14 @@ from typing import Any
 
 from ..config import ModelConfig
 from ..errors import ConfigError
-from .base import Dialect, Rule, common_from_hf, common_to_hf, read, transposed
+from .base import Dialect, Recipe, Rule, common_from_hf, common_to_hf, read, transposed
 from .bert import ACTIVATION_BACK, activation
 
 
 class GPT2Dialect(Dialect):
     model_type = "gpt2"
     family = "decoder"
+    recipe = Recipe("clm", "bpe")
     base_prefix = "transformer."
     architectures = {None: "GPT2Model", "lm": "GPT2LMHeadModel",
                      "sequence_classification": "GPT2ForSequenceClassification"}

@@ -21,7 +21,7 @@ import torch
 
 from ..config import ModelConfig
 from ..errors import ConfigError
-from .base import Dialect, Rule, common_from_hf, common_to_hf, fused, read
+from .base import Dialect, Recipe, Rule, common_from_hf, common_to_hf, fused, read
 from .bert import ACTIVATION_BACK, ACTIVATION_NAMES
 
 EMBEDDINGS = "shared.weight|encoder.embed_tokens.weight|decoder.embed_tokens.weight"
@@ -52,6 +52,7 @@ def feed_forward_to_hf(config: ModelConfig) -> str:
 class T5Dialect(Dialect):
     model_type = "t5"
     family = "encoder-decoder"
+    recipe = Recipe("span_corruption", "unigram", special_ids=(("decoder_start_token_id", "pad_token_id"),))
     base_prefix = ""
     architectures = {None: "T5Model", "lm": "T5ForConditionalGeneration"}
     # a tied copy of `shared` (only ignored once `config_for_weights` found it equal), and the relative

@@ -8,7 +8,8 @@ preallocated KV cache), `search` (the decoding loops), `streamer` (text as it is
 
 from .options import GenerationOptions, resolve_options
 from .processors import build_processors
-from .search import beam_search, generate, sample
+from .beam import beam_search
+from .search import generate, sample
 from .streamer import TextIteratorStreamer, TextStreamer
 
 __all__ = ["generate", "sample", "beam_search", "GenerationOptions", "resolve_options", "build_processors",

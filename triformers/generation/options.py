@@ -193,3 +193,8 @@ def resolve_options(model, prompt_length: int, *, max_new_tokens: int | None = N
         forced_eos_token_ids=_config_ids(forced_eos_token_id, config.forced_eos_token_id, "forced_eos_token_id", V),
         decoder_start_token_id=start, use_cache=bool(use_cache), generator=generator,
     )
+
+
+def eos_tensor(options: GenerationOptions, device: torch.device) -> torch.Tensor | None:
+    """The EOS ids as a tensor (None when nothing stops a sequence early)."""
+    return torch.tensor(options.eos_token_ids, device=device) if options.eos_token_ids else None

@@ -1,7 +1,7 @@
 """What every triformers model shares: loading, saving, initialisation and input checks.
 
 A model is one family class (EncoderModel, DecoderModel, EncoderDecoderModel) with an optional task
-`head`; `from_pretrained` reads a Hugging Face checkpoint through its dialect (see checkpoint.py).
+`head`; `from_pretrained` reads a Hugging Face checkpoint through its dialect (see triformers/io/).
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from torch import nn
 
 from ..config import ModelConfig
 from ..errors import InputError
-from ..layers.linear import pack, packable, row_major, unpack
+from ..layers.onednn import pack, packable, unpack
+from ..layers.storage import row_major
 from ..layers.norms import RMSNorm
 
 
@@ -39,11 +40,10 @@ class TransformerModel(nn.Module):
         `dtype="auto"` keeps the checkpoint's dtype; `quantize="int8"` stores linear weights as int8
         (weight-only, per-channel scales) for faster CPU inference.
         """
-        from ..checkpoint import load_pretrained
+        from ..io.pretrained import load_model, locate
 
-        return load_pretrained(cls, name_or_path, head=head, dtype=dtype, revision=revision,
-                               ignore_mismatched_sizes=ignore_mismatched_sizes, quantize=quantize,
-                               overrides=config_overrides)
+        return load_model(cls, locate(name_or_path, revision, config_overrides), head=head, dtype=dtype,
+                          ignore_mismatched_sizes=ignore_mismatched_sizes, quantize=quantize)
 
     @classmethod
     def from_config(cls, config: ModelConfig, *, head: str | None = None, dtype: torch.dtype | None = None):
@@ -54,7 +54,7 @@ class TransformerModel(nn.Module):
 
     def save_pretrained(self, folder: str | os.PathLike) -> None:
         """Write config.json + model.safetensors that both triformers and transformers load."""
-        from ..checkpoint import save_pretrained
+        from ..io.pretrained import save_pretrained
 
         save_pretrained(self, folder)
 

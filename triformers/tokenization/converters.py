@@ -24,6 +24,7 @@ from tokenizers import Tokenizer as Backend
 from tokenizers.models import BPE, Unigram, WordPiece
 
 from ..errors import TokenizerError
+from ..io.files import parse_json, read_text
 
 SPECIAL_KEYS = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
 VERY_LARGE_INTEGER = int(1e30)  # transformers' "no limit" model_max_length
@@ -107,13 +108,15 @@ def family_for(tokenizer_class: str | None, model_type: str | None, config_file:
 
 
 def load_tokenizer_json(path: Path) -> Backend:
+    text = read_text(path, "tokenizer file", error=TokenizerError)
+    model = parse_json(text, f"tokenizer file {path}", TokenizerError)
+    model = (model.get("model") if isinstance(model, dict) else None) or {}
     try:
-        backend = Backend.from_file(str(path))
+        backend = Backend.from_str(text)
     except Exception as err:  # the Rust side raises a bare Exception for any parse error
         raise TokenizerError(f"malformed tokenizer file {path}: {err}") from None
     backend.no_padding()  # padding/truncation baked into a file are set per call instead
     backend.no_truncation()
-    model = json.loads(path.read_text(encoding="utf-8")).get("model") or {}
     if model.get("type") == "Unigram":
         # Rebuild from Python-parsed scores: the Rust JSON reader can round a score by one ulp, which
         # flips ties between equal-scoring segmentations (transformers rebuilds the same way).

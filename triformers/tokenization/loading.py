@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from tokenizers import AddedToken
 
-from ..errors import ConfigError, TokenizerError
-from ..hub import read_json, resolve
+from ..errors import TokenizerError
+from ..io.files import atomic_write, read_json
+from ..io.hub import resolve
 from . import converters as cv
 from .tokenizer import Tokenizer
 
@@ -40,12 +39,9 @@ _DROPPED_KEYS = {
 
 
 def _read_optional_json(path: Path, what: str) -> dict:
-    if not path.is_file():
+    if not path.exists():
         return {}
-    try:
-        return read_json(path, what)
-    except ConfigError as err:
-        raise TokenizerError(str(err)) from None
+    return read_json(path, what, TokenizerError)
 
 
 def load_folder(
@@ -201,21 +197,6 @@ def _family_flags(tokenizer: Tokenizer) -> dict[str, Any]:
     return {}
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600 files; saved tokenizer files are ordinary files
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def save_folder(tokenizer: Tokenizer, save_directory: str) -> list[str]:
     folder = Path(save_directory)
     if folder.exists() and not folder.is_dir():
@@ -251,5 +232,5 @@ def save_folder(tokenizer: Tokenizer, save_directory: str) -> list[str]:
         "special_tokens_map.json": json.dumps(tokenizer.special_tokens_map, indent=2, ensure_ascii=False),
     }
     for name, text in files.items():
-        _write_atomic(folder / name, text + "\n")
+        atomic_write(folder / name, text + "\n")
     return [str(folder / name) for name in files]

@@ -1,6 +1,6 @@
 """The four fine-tuning tasks: how each reads its files, makes features and scores predictions.
 
-See the table in `triformers.finetune`. Token labels sit on the first sub-word of each word, -100 on
+See the table in `triformers.finetuning.finetune`. Token labels sit on the first sub-word of each word, -100 on
 continuation pieces and special tokens (as transformers' `run_ner.py`). A QA context longer than
 `max_length` is cut into windows that overlap by `doc_stride` tokens; a window without the whole
 answer learns the "no answer" position (the first token), as in transformers' `run_qa.py`, and the
@@ -10,22 +10,20 @@ held-out answers come from the question-answering pipeline over the same windows
 from __future__ import annotations
 
 import abc
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from torch import nn
 
-from .auto import (AutoModelForQuestionAnswering, AutoModelForSeq2SeqLM, AutoModelForSequenceClassification,
-                   AutoModelForTokenClassification)
-from .config import ModelConfig
-from .errors import InputError
-from .finetune_data import (Feature, FinetuneError, evaluating, label_index, label_names, metric_library,
-                            model_inputs, read_records, read_squad, require, squad_exact, squad_f1)
-from .pipelines.question_answering import QuestionAnsweringPipeline, stride_windows, windower
-from .tokenization import Tokenizer
-
-if TYPE_CHECKING:
-    from .finetune import FinetuneOptions
+from ..auto import (AutoModelForQuestionAnswering, AutoModelForSeq2SeqLM, AutoModelForSequenceClassification,
+                    AutoModelForTokenClassification)
+from ..config import ModelConfig
+from ..errors import InputError
+from ..pipelines.question_answering import QuestionAnsweringPipeline, stride_windows, windower
+from ..tokenization import Tokenizer
+from .data import (Feature, FinetuneError, evaluating, label_index, label_names, metric_library, model_inputs,
+                   read_records, read_squad, require, squad_exact, squad_f1)
+from .options import FinetuneOptions
 
 
 class Task(abc.ABC):

@@ -20,8 +20,8 @@ import json
 import sys
 from typing import Any, Callable
 
-from .cli import Command, register
-from .errors import InputError
+from .registry import Command, register
+from ..errors import InputError
 
 
 def _common(parser: argparse.ArgumentParser, stdin_whole: bool = False) -> None:
@@ -47,7 +47,7 @@ def _texts(args: argparse.Namespace, whole: bool = False) -> list[str]:
 
 
 def _pipeline(args: argparse.Namespace, task: str, **kwargs: Any):
-    from .pipelines import pipeline
+    from ..pipelines import pipeline
 
     return pipeline(task, model=args.model, tokenizer=args.tokenizer, device=args.device, dtype=args.dtype,
                     batch_size=args.batch_size, **kwargs)

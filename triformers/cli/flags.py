@@ -29,7 +29,7 @@ def add_trainer_arguments(group: argparse._ArgumentGroup, *, log_every: int) -> 
 
 def trainer_arguments(args: argparse.Namespace, **specific: Any):
     """TrainingArguments from the shared flags plus the command's own (max_steps, lr, schedule, ...)."""
-    from .training import TrainingArguments
+    from ..training import TrainingArguments
 
     return TrainingArguments(
         output_dir=args.out, batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr,

@@ -21,8 +21,8 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from .config import ModelConfig
-from .errors import TriformersError
+from ..config import ModelConfig
+from ..errors import TriformersError
 
 Feature = dict[str, Any]  # one example's model inputs as lists / ints, padded by `PaddingCollator`
 

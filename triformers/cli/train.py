@@ -1,42 +1,21 @@
-"""The `triformers` command (also `python -m triformers`): one argparse sub-command per verb.
-
-Each verb is a `Command` in `COMMANDS`: `add_arguments(parser)` declares its flags and
-`run(namespace)` parses them into the typed options of the library function it calls. Adding a verb
-(`finetune`, `generate`, `bench`, ...) is one `register(Command(...))` call.
+"""CLI verbs that train: `triformers pretrain` (any family from scratch) and `triformers finetune` (a task).
 
     triformers pretrain --family decoder --steps 200 --out runs/gpt       # stdlib docstring corpus
     triformers pretrain --dialect t5 --data corpus/ --layers 4 --hidden-size 256 --bf16 --out runs/t5
     triformers pretrain --dialect t5 --data corpus/ --out runs/t5 --resume  # continue from the last checkpoint
     torchrun --nproc_per_node=4 -m triformers pretrain --family encoder --data corpus/ --out runs/bert
+    triformers finetune --task text-classification --model bert-dir --train train.csv --eval test.csv --out sst
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
-from dataclasses import dataclass
-from typing import Callable, Sequence
+from pathlib import Path
 
-from .cli_args import add_trainer_arguments, trainer_arguments
-from .errors import TriformersError
-
-
-@dataclass(frozen=True)
-class Command:
-    name: str
-    help: str
-    add_arguments: Callable[[argparse.ArgumentParser], None]
-    run: Callable[[argparse.Namespace], int]
-
-
-COMMANDS: dict[str, Command] = {}
-
-
-def register(command: Command) -> Command:
-    """Add a sub-command to `triformers`."""
-    COMMANDS[command.name] = command
-    return command
+from ..finetuning import TASKS, FinetuneOptions, finetune
+from ..pretraining import ModelSize, PretrainOptions, pretrain
+from .flags import add_trainer_arguments, trainer_arguments
+from .registry import Command, register
 
 
 # ---- pretrain ------------------------------------------------------------------------------------------
@@ -73,9 +52,8 @@ def _pretrain_arguments(parser: argparse.ArgumentParser) -> None:
     add_trainer_arguments(loop, log_every=1)
 
 
-def pretrain_options(args: argparse.Namespace):
+def pretrain_options(args: argparse.Namespace) -> PretrainOptions:
     """The parsed flags as `PretrainOptions` (typed dataclasses, validated by the library)."""
-    from .pretrain import ModelSize, PretrainOptions
     training = trainer_arguments(
         args, max_steps=args.steps, warmup_steps=args.warmup if args.warmup is not None else args.steps // 20,
         min_lr_ratio=args.min_lr_ratio, fsdp=args.fsdp)
@@ -87,8 +65,6 @@ def pretrain_options(args: argparse.Namespace):
 
 
 def _run_pretrain(args: argparse.Namespace) -> int:
-    from .pretrain import pretrain
-
     result = pretrain(pretrain_options(args))
     summary = f"done: {result.step} steps, {result.tokens} tokens in {result.seconds:.1f}s, last loss {result.loss:.4f}"
     if result.eval_loss is not None:
@@ -100,61 +76,63 @@ def _run_pretrain(args: argparse.Namespace) -> int:
 register(Command("pretrain", "pre-train a model of any family from scratch", _pretrain_arguments, _run_pretrain))
 
 
-from . import cli_use  # noqa: E402,F401  (registers fill-mask, generate, text2text, classify, ner, qa, embed)
-from . import finetune as _finetune  # noqa: E402
+# ---- finetune ---------------------------------------------------------------------------------------
+def _finetune_arguments(parser: argparse.ArgumentParser) -> None:
+    what = parser.add_argument_group("task and data")
+    what.add_argument("--task", required=True, choices=sorted(TASKS))
+    what.add_argument("--model", required=True, help="pre-trained model folder or hub id (with its tokenizer)")
+    what.add_argument("--train", required=True, help="training file (.csv, .tsv, .jsonl, SQuAD .json)")
+    what.add_argument("--eval", help="held-out file in the same format (metrics, held-out loss)")
+    what.add_argument("--labels", help="label names in id order, comma-separated or a file with one per line")
+    what.add_argument("--max-length", type=int, default=128, help="tokens per input (QA: per window)")
+    what.add_argument("--doc-stride", type=int, default=64, help="QA: tokens shared by neighbouring windows")
+    what.add_argument("--source-prefix", default="", help='seq2seq: put before every source (T5: "summarize: ")')
+    what.add_argument("--max-target-length", type=int, default=64, help="seq2seq: target / generated tokens")
+    what.add_argument("--num-beams", type=int, default=1, help="seq2seq: beam width at evaluation")
+    loop = parser.add_argument_group("training")
+    loop.add_argument("--out", default="finetuned", help="output folder (a Hugging Face checkpoint at the end)")
+    length = loop.add_mutually_exclusive_group()
+    length.add_argument("--epochs", type=float, default=3.0, help="passes over the training data (default 3)")
+    length.add_argument("--steps", type=int, help="optimizer steps (instead of --epochs)")
+    loop.add_argument("--eval-batch-size", type=int, default=32)
+    loop.add_argument("--no-group-by-length", action="store_true",
+                      help="draw every batch at random (default: batches of similar lengths, less padding)")
+    loop.add_argument("--lr", type=float, default=5e-5)
+    loop.add_argument("--warmup", type=float, default=0.1,
+                      help="warmup: a fraction of the steps if below 1, else a number of steps (default 0.1)")
+    loop.add_argument("--schedule", choices=["linear", "cosine", "constant"], default="linear")
+    add_trainer_arguments(loop, log_every=10)
+
+
+def _labels(value: str | None) -> list[str] | None:
+    if not value:
+        return None
+    path = Path(value)
+    names = path.read_text(encoding="utf-8").splitlines() if path.is_file() else value.split(",")
+    return [name.strip() for name in names if name.strip()]
+
+
+def options_from_args(args: argparse.Namespace) -> FinetuneOptions:
+    """The parsed flags as `FinetuneOptions` (warmup as a fraction is resolved once the steps are known)."""
+    training = trainer_arguments(args, max_steps=args.steps or 1, betas=(0.9, 0.999))
+    return FinetuneOptions(
+        task=args.task, model=args.model, train=args.train, eval=args.eval,
+        epochs=None if args.steps else args.epochs, warmup=args.warmup, max_length=args.max_length,
+        labels=_labels(args.labels), doc_stride=args.doc_stride, source_prefix=args.source_prefix,
+        max_target_length=args.max_target_length, num_beams=args.num_beams, eval_batch_size=args.eval_batch_size,
+        group_by_length=not args.no_group_by_length, training=training)
+
+
+def _run_finetune(args: argparse.Namespace) -> int:
+    result = finetune(options_from_args(args))
+    run = result.training
+    print(f"done: {run.step} steps in {run.seconds:.1f}s, last loss {run.loss:.4f}; model in {args.out}")
+    for name, value in result.metrics.items():
+        print(f"  {name}: {value:.4f}")
+    return 0
+
+
+
 
 register(Command("finetune", "fine-tune a model: text / token classification, extractive QA, seq2seq",
-                 _finetune.add_arguments, _finetune.run_command))
-
-
-# ---- bench -------------------------------------------------------------------------------------------------
-def _bench_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--quick", action="store_true", help="a few minutes: fewer reps, no biggest models")
-    parser.add_argument("--smoke", action="store_true", help="self-test in seconds; its figures mean nothing")
-    parser.add_argument("--case", action="append", default=[], metavar="NAME", help="substring filter (repeatable)")
-    parser.add_argument("--list", action="store_true", help="list the cases")
-    parser.add_argument("--json", metavar="PATH", help="results file (default bench/results/latest.json)")
-    parser.add_argument("--reps", type=int, help="timed repetitions per contender")
-
-
-def _run_bench(args: argparse.Namespace) -> int:
-    """Run the side-by-side suite of the source tree (bench/ is not part of the installed package)."""
-    import subprocess
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parent.parent
-    if not (root / "bench" / "__main__.py").is_file():
-        raise TriformersError(f"the benchmark suite lives in bench/ of a triformers clone; none beside {root}")
-    argv = [sys.executable, "-m", "bench", *(["--quick"] if args.quick else []), *(["--smoke"] if args.smoke else []),
-            *(["--list"] if args.list else []), *[f"--case={c}" for c in args.case],
-            *([f"--json={args.json}"] if args.json else []), *([f"--reps={args.reps}"] if args.reps else [])]
-    return subprocess.call(argv, cwd=root)
-
-
-register(Command("bench", "benchmark triformers against transformers side by side (python -m bench)",
-                 _bench_arguments, _run_bench))
-
-
-# ---- entry point -----------------------------------------------------------------------------------------
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="triformers", description="encoder, decoder and encoder-decoder "
-                                     "transformers with Hugging Face checkpoint parity")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for command in COMMANDS.values():
-        command.add_arguments(sub.add_parser(command.name, help=command.help, description=command.help))
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
-    try:
-        return COMMANDS[args.command].run(args)
-    except TriformersError as err:  # a clear message instead of a traceback; anything else is a bug
-        print(f"triformers {args.command}: error: {err}", file=sys.stderr)
-        return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+                 _finetune_arguments, _run_finetune))

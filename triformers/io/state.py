@@ -1,74 +1,30 @@
-"""Strict loading and atomic saving of Hugging Face checkpoints, derived from a dialect's weight table.
+"""Checkpoint tensors <-> a model's parameters, both ways derived from the dialect's weight table.
 
-Loading: every parameter of the body comes from the checkpoint with the right shape (else an error
-names the keys, shapes and file); a task head the checkpoint lacks is initialised and reported in one
-line; tensors of heads the model does not have are reported as unused; known buffers are dropped
-silently. The model is built on the meta device and filled in place, so no random init is wasted and
-memory peaks near the size of the weights.
-Saving: config.json and model.safetensors written under temporary names, then renamed.
+Loading (`load_state`) is strict about the body and exact about heads: every parameter of the body
+comes from the checkpoint with the right shape (else an error names the keys, shapes and file); a task
+head the checkpoint lacks is initialised and reported in one line; tensors of heads the model does not
+have are reported as unused; known buffers are dropped silently. The model is built on the meta device
+and filled in place, so no random init is wasted and memory peaks near the size of the weights.
+Saving (`state_dict_to_hf`) runs the same table backwards.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import re
-import tempfile
 from pathlib import Path
-from typing import Any
 
 import torch
-from safetensors.torch import save_file
 from torch import nn
 
-from . import hub
-from .config import ModelConfig
-from .dialects import Dialect, get_dialect
-from .errors import CheckpointError, ConfigError
-from .layers.linear import is_transposed, mapped_from
+from ..config import ModelConfig
+from ..dialects import Dialect, get_dialect
+from ..errors import CheckpointError
+from ..layers.storage import is_transposed, mapped_from, release_pages
 
 logger = logging.getLogger("triformers")
 LEGACY_NAMES = ((re.compile(r"LayerNorm\.gamma$"), "LayerNorm.weight"),
                 (re.compile(r"LayerNorm\.beta$"), "LayerNorm.bias"))
-# Refused: config.json asks for code to be imported from the model folder or the hub.
-REMOTE_CODE_KEYS = ("auto_map",)
-
-
-def read_config(folder: Path, overrides: dict[str, Any] | None = None) -> tuple[Dialect, ModelConfig]:
-    """config.json (+ overrides in its own key names) -> the dialect and our ModelConfig."""
-    path = Path(folder) / "config.json"
-    hf = hub.read_json(path, "config.json")
-    for key in REMOTE_CODE_KEYS:
-        if key in hf:
-            logger.warning("%s: ignoring %r (triformers never runs code from a model folder)", path, key)
-            hf.pop(key)
-    overrides = dict(overrides or {})
-    if overrides.pop("trust_remote_code", False):
-        raise ConfigError(f"{path}: trust_remote_code=True is refused: triformers never runs code from a model "
-                          "folder or the hub, it loads its built-in dialects only (drop the argument)")
-    if "id2label" in overrides and "num_labels" not in overrides:
-        overrides["num_labels"] = len(overrides["id2label"])
-    if ("num_labels" in overrides and "id2label" not in overrides
-            and len(hf.get("id2label") or {}) != overrides["num_labels"]):
-        overrides["id2label"] = {}  # fresh LABEL_i names, as transformers does
-    hf.update(overrides)
-    model_type = hf.get("model_type")
-    if not isinstance(model_type, str):
-        raise ConfigError(f"{path}: missing or invalid 'model_type' (got {model_type!r})")
-    dialect = get_dialect(model_type, where=str(path))
-    config = dialect.config_from_hf(hf, str(path))
-    used = set(dialect.config_to_hf(config)) | {"model_type", "architectures", "transformers_version", "dtype",
-                                                 "torch_dtype", "label2id"}
-    config.extra = {k: v for k, v in hf.items() if k not in used}
-    return dialect, config
-
-
-def config_to_json(config: ModelConfig, head: str | None) -> dict[str, Any]:
-    dialect = get_dialect(config.model_type)
-    out = {**config.extra, **dialect.config_to_hf(config), "model_type": config.model_type}
-    out["architectures"] = [dialect.architectures.get(head, dialect.architectures.get(None))]
-    return out
 
 
 def _legacy(key: str) -> str:
@@ -157,7 +113,7 @@ def load_state(model: nn.Module, dialect: Dialect, tensors: dict[str, torch.Tens
             _set_tensor(model, ours, value)
             for key, source in zip(found, sources, strict=True):
                 if source.untyped_storage().data_ptr() != value.untyped_storage().data_ptr():
-                    hub.release_pages(source, origin[key])  # copied out: keep one copy resident, not two
+                    release_pages(source, origin[key])  # copied out: keep one copy resident, not two
                 elif is_transposed(value):
                     mapped_from(model.get_parameter(ours), origin[key])  # released once written out row-major
             filled.add(ours)
@@ -191,50 +147,6 @@ def _initialise_new(model: nn.Module, names: list[str]) -> None:
     model.init_weights(modules)
 
 
-def load_pretrained(cls, name_or_path, *, head=None, dtype=None, revision=None, ignore_mismatched_sizes=False,
-                    quantize=None, overrides=None):
-    if quantize not in (None, "int8"):
-        raise ConfigError(f"quantize must be None or 'int8', got {quantize!r}")
-    folder = hub.resolve(name_or_path, revision=revision)
-    dialect, config = read_config(folder, overrides)
-    if dialect.family != cls.family:
-        raise ConfigError(f"{folder / 'config.json'}: model_type {dialect.model_type!r} is a {dialect.family} "
-                          f"model, not {cls.family} ({cls.__name__})")
-    tensors, origin = hub.read_weights(folder)
-    config = dialect.config_for_weights(config, tensors)
-    with torch.device("meta"):
-        model = cls(config, head=head)
-    if dtype == "auto":
-        dtype = next((t.dtype for t in tensors.values() if t.is_floating_point()), None)
-    load_state(model, dialect, tensors, origin, ignore_mismatched_sizes, dtype)
-    del tensors
-    model = cast(model, dtype).eval()  # new heads (initialised in the default dtype) follow the rest
-    if quantize == "int8":
-        from .quantization import quantize_int8
-
-        quantize_int8(model)
-    return model
-
-
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; a saved model is as readable as any file
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def state_dict_to_hf(model: nn.Module) -> dict[str, torch.Tensor]:
     """Our parameters under the checkpoint's names, through the save side of the weight table."""
     config: ModelConfig = model.config
@@ -253,14 +165,3 @@ def state_dict_to_hf(model: nn.Module) -> dict[str, torch.Tensor]:
                 full = name if rule.head not in (None, "pooler") else prefix + name
                 out[full] = value.to("cpu").contiguous().clone()
     return out
-
-
-def save_pretrained(model: nn.Module, folder: str | os.PathLike) -> None:
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    state = state_dict_to_hf(model)
-    config = config_to_json(model.config, model.head)
-    config["dtype"] = str(model.dtype).removeprefix("torch.")
-    _atomic_write(folder / hub.SAFE_WEIGHTS, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
-    text = json.dumps(config, indent=2, sort_keys=True) + "\n"
-    _atomic_write(folder / "config.json", lambda tmp: Path(tmp).write_text(text))

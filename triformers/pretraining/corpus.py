@@ -24,14 +24,14 @@ import json
 import logging
 import os
 import sysconfig
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
+from ..io.files import atomic_write
 
 logger = logging.getLogger("triformers")
 
@@ -142,22 +142,14 @@ def default_corpus(cache_dir: str | os.PathLike | None = None, max_docs: int | N
         return path
     folder.mkdir(parents=True, exist_ok=True)
     lines = (json.dumps({"text": doc}) + "\n" for doc in stdlib_docstrings(max_docs=max_docs))
-    _atomic_write_lines(path, lines)
+    atomic_write(path, lambda tmp: _write_lines(tmp, lines))
     logger.info("built the default corpus %s (%.1f MB)", path, path.stat().st_size / 1e6)
     return path
 
 
-def _atomic_write_lines(path: Path, lines: Iterable[str]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.writelines(lines)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+def _write_lines(path: str, lines: Iterable[str]) -> None:
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.writelines(lines)
 
 
 # ---- the token cache ---------------------------------------------------------------------------------
@@ -239,9 +231,9 @@ def tokenize_corpus(files: Sequence[Path], tokenizer: Any, cache_dir: str | os.P
     dtype = np.uint16 if len(tokenizer) <= np.iinfo(np.uint16).max + 1 else np.uint32
     encode = _encoder(tokenizer)
     offsets = [0]
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
+
+    def write_tokens(tmp: str) -> None:
+        with open(tmp, "wb") as handle:
             batch: list[str] = []
             for doc in iter_documents(files, text_field, document_per, max_docs):
                 batch.append(doc)
@@ -250,17 +242,16 @@ def tokenize_corpus(files: Sequence[Path], tokenizer: Any, cache_dir: str | os.P
                     batch = []
             if batch:
                 _write_batch(handle, encode(batch), dtype, offsets)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache may be shared
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    np.save(path.with_suffix(".offsets.npy"), np.asarray(offsets, dtype=np.int64))
+
+    def write_offsets(tmp: str) -> None:
+        with open(tmp, "wb") as handle:
+            np.save(handle, np.asarray(offsets, dtype=np.int64))
+
+    atomic_write(path, write_tokens)
+    atomic_write(path.with_suffix(".offsets.npy"), write_offsets)
     meta = {"format": CACHE_FORMAT, "dtype": np.dtype(dtype).name, "documents": len(offsets) - 1,
             "tokens": offsets[-1], "files": [str(f) for f in files]}
-    # the .json is written last: its presence marks a complete cache
-    _atomic_write_lines(path.with_suffix(".json"), [json.dumps(meta, indent=1)])
+    atomic_write(path.with_suffix(".json"), json.dumps(meta, indent=1))  # written last: marks a complete cache
     tokenizer_part = key.split(".")[0]
     for stale in folder.glob(f"{stem}.{tokenizer_part}.*"):
         if not stale.name.startswith(f"{stem}.{key}."):

@@ -25,11 +25,9 @@ held-out loss, and the last ones written to `eval_results.json`; all are fractio
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -37,42 +35,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from .auto import AutoConfig
-from .cli_args import add_trainer_arguments, trainer_arguments
-from .finetune_data import FinetuneError, PaddingCollator
-from .finetune_tasks import TASKS
-from .tokenization import AutoTokenizer, Tokenizer
-from .training import Trainer, TrainingArguments, TrainResult, init_distributed
-
-
-@dataclass
-class FinetuneOptions:
-    """What `triformers finetune` does; its flags parse into this."""
-
-    task: str  # text-classification | token-classification | question-answering | seq2seq
-    model: str  # folder or hub id of the pre-trained model (and its tokenizer)
-    train: str
-    eval: str | None = None
-    epochs: float | None = 3.0  # None: train `training.max_steps` steps
-    warmup: float = 0.1  # below 1: a fraction of the steps; else a number of steps
-    max_length: int = 128  # tokens per input (QA: per window)
-    labels: list[str] | None = None  # label names in id order (needed for integer NER tags)
-    doc_stride: int = 64  # QA: tokens shared by neighbouring windows of a long context
-    source_prefix: str = ""  # seq2seq: put before every source ("summarize: " for T5)
-    max_target_length: int = 64  # seq2seq: target tokens, and new tokens generated at evaluation
-    num_beams: int = 1  # seq2seq: beam width at evaluation
-    eval_batch_size: int = 32
-    group_by_length: bool = True  # micro-batches of similar lengths: less padding (transformers' group_by_length)
-    training: TrainingArguments = field(default_factory=lambda: TrainingArguments(
-        output_dir="finetuned", lr=5e-5, schedule="linear", betas=(0.9, 0.999), log_every=10))
-
-
-@dataclass
-class FinetuneResult:
-    training: TrainResult
-    metrics: dict[str, float]  # the last held-out evaluation (empty without an eval file)
-    model: nn.Module  # the fine-tuned model, in training mode (what output_dir holds)
-    tokenizer: Tokenizer
+from ..auto import AutoConfig
+from ..tokenization import AutoTokenizer
+from ..training import Trainer, TrainingArguments, init_distributed
+from .data import FinetuneError, PaddingCollator
+from .options import FinetuneOptions, FinetuneResult
+from .tasks import TASKS
 
 
 # ---- batching ---------------------------------------------------------------------------------------------
@@ -171,63 +139,3 @@ def finetune(options: FinetuneOptions) -> FinetuneResult:
     if metrics and trainer.dist.is_main:
         (Path(args.output_dir) / "eval_results.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return FinetuneResult(result, metrics, model, tokenizer)
-
-
-# ---- the command line ---------------------------------------------------------------------------------------
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    what = parser.add_argument_group("task and data")
-    what.add_argument("--task", required=True, choices=sorted(TASKS))
-    what.add_argument("--model", required=True, help="pre-trained model folder or hub id (with its tokenizer)")
-    what.add_argument("--train", required=True, help="training file (.csv, .tsv, .jsonl, SQuAD .json)")
-    what.add_argument("--eval", help="held-out file in the same format (metrics, held-out loss)")
-    what.add_argument("--labels", help="label names in id order, comma-separated or a file with one per line")
-    what.add_argument("--max-length", type=int, default=128, help="tokens per input (QA: per window)")
-    what.add_argument("--doc-stride", type=int, default=64, help="QA: tokens shared by neighbouring windows")
-    what.add_argument("--source-prefix", default="", help='seq2seq: put before every source (T5: "summarize: ")')
-    what.add_argument("--max-target-length", type=int, default=64, help="seq2seq: target / generated tokens")
-    what.add_argument("--num-beams", type=int, default=1, help="seq2seq: beam width at evaluation")
-    loop = parser.add_argument_group("training")
-    loop.add_argument("--out", default="finetuned", help="output folder (a Hugging Face checkpoint at the end)")
-    length = loop.add_mutually_exclusive_group()
-    length.add_argument("--epochs", type=float, default=3.0, help="passes over the training data (default 3)")
-    length.add_argument("--steps", type=int, help="optimizer steps (instead of --epochs)")
-    loop.add_argument("--eval-batch-size", type=int, default=32)
-    loop.add_argument("--no-group-by-length", action="store_true",
-                      help="draw every batch at random (default: batches of similar lengths, less padding)")
-    loop.add_argument("--lr", type=float, default=5e-5)
-    loop.add_argument("--warmup", type=float, default=0.1,
-                      help="warmup: a fraction of the steps if below 1, else a number of steps (default 0.1)")
-    loop.add_argument("--schedule", choices=["linear", "cosine", "constant"], default="linear")
-    add_trainer_arguments(loop, log_every=10)
-
-
-def _labels(value: str | None) -> list[str] | None:
-    if not value:
-        return None
-    path = Path(value)
-    names = path.read_text(encoding="utf-8").splitlines() if path.is_file() else value.split(",")
-    return [name.strip() for name in names if name.strip()]
-
-
-def options_from_args(args: argparse.Namespace) -> FinetuneOptions:
-    """The parsed flags as `FinetuneOptions` (warmup as a fraction is resolved once the steps are known)."""
-    training = trainer_arguments(args, max_steps=args.steps or 1, betas=(0.9, 0.999))
-    return FinetuneOptions(
-        task=args.task, model=args.model, train=args.train, eval=args.eval,
-        epochs=None if args.steps else args.epochs, warmup=args.warmup, max_length=args.max_length,
-        labels=_labels(args.labels), doc_stride=args.doc_stride, source_prefix=args.source_prefix,
-        max_target_length=args.max_target_length, num_beams=args.num_beams, eval_batch_size=args.eval_batch_size,
-        group_by_length=not args.no_group_by_length, training=training)
-
-
-def run_command(args: argparse.Namespace) -> int:
-    result = finetune(options_from_args(args))
-    run = result.training
-    print(f"done: {run.step} steps in {run.seconds:.1f}s, last loss {run.loss:.4f}; model in {args.out}")
-    for name, value in result.metrics.items():
-        print(f"  {name}: {value:.4f}")
-    return 0
-
-
-__all__ = ["FinetuneOptions", "FinetuneResult", "FinetuneError", "finetune", "TASKS", "add_arguments",
-           "options_from_args", "run_command"]

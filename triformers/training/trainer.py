@@ -28,10 +28,8 @@ collator's batch and returns an output with `.loss` (every triformers model with
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
-import os
 import random
 import shutil
 import time
@@ -46,56 +44,15 @@ import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
-from .errors import TriformersError
-from .training_state import (append_jsonl, capture_rng, checkpoint_paths, latest_checkpoint, plot_metrics,
-                             restore_rng, truncate_metrics, write_checkpoint)
+from ..errors import TrainingError
+from .arguments import TrainingArguments
+from .checkpoints import checkpoint_paths, latest_checkpoint, write_checkpoint
+from .distributed import _full_state_options, bf16_supported, init_distributed, meta_copy, shard_model
+from .metrics import append_jsonl, plot_metrics, truncate_metrics
+from .optim import build_optimizer, learning_rate
+from .rng import capture_rng, restore_rng
 
 logger = logging.getLogger("triformers")
-SCHEDULES = ("cosine", "linear", "constant")
-
-
-class TrainingError(TriformersError):
-    """Training cannot go on (non-finite loss, bad resume state)."""
-
-
-@dataclass
-class TrainingArguments:
-    """Everything the loop needs; the CLI's `pretrain` flags parse into this."""
-
-    output_dir: str = "out"
-    max_steps: int = 100  # optimizer steps
-    batch_size: int = 8  # examples per micro-batch per process
-    grad_accum: int = 1  # micro-batches per optimizer step; global batch = batch_size * grad_accum * world
-    lr: float = 3e-4
-    weight_decay: float = 0.01
-    betas: tuple[float, float] = (0.9, 0.98)
-    eps: float = 1e-8
-    warmup_steps: int = 0
-    schedule: str = "cosine"  # cosine | linear | constant (after warmup)
-    min_lr_ratio: float = 0.0  # decay ends at min_lr_ratio * lr
-    max_grad_norm: float | None = 1.0  # None or 0: no clipping
-    bf16: bool = False  # autocast matmuls to bfloat16 where the hardware supports it
-    eval_every: int = 0  # 0: evaluate only at the end (when there is held-out data)
-    eval_batches: int = 16  # held-out batches per evaluation (per process)
-    save_every: int = 0  # 0: no intermediate checkpoints
-    save_total_limit: int = 2  # checkpoints kept on disk
-    log_every: int = 1
-    seed: int = 0
-    resume: str | bool | None = None  # True / "latest": newest checkpoint in output_dir; or a checkpoint path
-    overwrite: bool = False  # a fresh run may delete the checkpoints of an earlier run in output_dir
-    progress: bool = True
-    plot: bool = True
-    device: str | None = None  # default: cuda:LOCAL_RANK when available, else cpu
-    fsdp: bool = False  # under torchrun: shard parameters, gradients and optimizer state (FSDP2), not DDP
-
-    def validate(self) -> None:
-        if self.schedule not in SCHEDULES:
-            raise TrainingError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
-        for name in ("max_steps", "batch_size", "grad_accum", "log_every", "eval_batches", "save_total_limit"):
-            if getattr(self, name) < 1:
-                raise TrainingError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.warmup_steps < 0 or self.eval_every < 0 or self.save_every < 0:
-            raise TrainingError("warmup_steps, eval_every and save_every must not be negative")
 
 
 @dataclass
@@ -107,113 +64,6 @@ class TrainResult:
     tokens: int = 0
     seconds: float = 0.0
     history: list[dict[str, Any]] = field(default_factory=list)  # the metrics lines of this run
-
-
-def learning_rate(step: int, args: TrainingArguments) -> float:
-    """lr for optimizer step `step` (0-based): linear warmup, then cosine / linear decay / constant."""
-    if step < args.warmup_steps:
-        return args.lr * (step + 1) / args.warmup_steps
-    progress = min(1.0, (step - args.warmup_steps) / max(1, args.max_steps - args.warmup_steps))
-    if args.schedule == "cosine":
-        ratio = 0.5 * (1 + math.cos(math.pi * progress))
-    elif args.schedule == "linear":
-        ratio = 1 - progress
-    else:
-        ratio = 1.0
-    return args.lr * (args.min_lr_ratio + (1 - args.min_lr_ratio) * ratio)
-
-
-def build_optimizer(model: nn.Module, args: TrainingArguments) -> torch.optim.AdamW:
-    """AdamW; no weight decay on 1-D tensors (biases, norms) and on embedding tables."""
-    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
-    decay, no_decay = [], []
-    for param in model.parameters():
-        if param.requires_grad:
-            (no_decay if param.dim() < 2 or id(param) in embeddings else decay).append(param)
-    groups = [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    device = next(model.parameters()).device
-    fused = device.type in ("cpu", "cuda") and all(p.dtype.is_floating_point for p in decay + no_decay)
-    kwargs = {"fused": True} if fused else {"foreach": True}
-    return torch.optim.AdamW(groups, lr=args.lr, betas=args.betas, eps=args.eps, **kwargs)
-
-
-@dataclass
-class Distributed:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    def barrier(self) -> None:
-        if self.world_size > 1:
-            dist.barrier()
-
-
-def init_distributed(device: str | None = None) -> Distributed:
-    """Start the process group when launched by torchrun (RANK/WORLD_SIZE in the environment)."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
-        return Distributed()
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    if not dist.is_initialized():
-        use_cuda = torch.cuda.is_available() and (device is None or device.startswith("cuda"))
-        if use_cuda:
-            torch.cuda.set_device(local_rank)
-        dist.init_process_group("nccl" if use_cuda else "gloo", rank=rank, world_size=world_size)
-    return Distributed(rank, world_size, local_rank)
-
-
-def shard_model(model: nn.Module, device: torch.device, world_size: int) -> nn.Module:
-    """Shard `model` in place with FSDP2 (`fully_shard`): one shard group per transformer `Block`, the
-    root group holding the rest (embeddings, final norm, heads).
-
-    Each rank keeps 1/world of every parameter, its gradient and its AdamW moments; a group's full
-    weights are all-gathered just before its forward and backward and freed after, and gradients are
-    reduce-scattered. Pick FSDP over DDP when parameters + gradients + optimizer state (about 16 bytes
-    per parameter in fp32 AdamW) do not fit one device; DDP is simpler and faster when they do (it
-    communicates half as much). The model is built whole in CPU memory on each rank and moved to the
-    device one Block at a time as it is sharded, so the device never holds all of it. Several nodes:
-    launch exactly as for DDP (torchrun --nnodes/--node_rank/--master_addr or --rdzv_endpoint, see the
-    module docstring), adding `--fsdp`; the shards then span every process on every node.
-    Checkpoints hold full (gathered) model and optimizer state dicts, written by rank 0, so a run may be
-    resumed with any number of processes, but only with FSDP again (the optimizer state is keyed by
-    parameter name, not by DDP's parameter index).
-    """
-    from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.fsdp import fully_shard
-
-    from .layers.block import Block
-
-    mesh = init_device_mesh(device.type, (world_size,))
-    for block in [m for m in model.modules() if isinstance(m, Block)]:
-        fully_shard(block, mesh=mesh)
-    fully_shard(model, mesh=mesh)
-    return model
-
-
-def meta_copy(model: nn.Module) -> nn.Module:
-    """`model`'s structure with every tensor on the meta device (no memory): FSDP's rank 0 loads the
-    gathered full weights into it (`load_state_dict(assign=True)`) to write the Hugging Face export."""
-    memo = {id(p): nn.Parameter(torch.empty_like(p, device="meta"), p.requires_grad) for p in model.parameters()}
-    memo.update({id(b): torch.empty_like(b, device="meta") for b in model.buffers()})
-    return copy.deepcopy(model, memo)  # deepcopy takes each tensor from memo instead of copying it
-
-
-def _full_state_options(**extra: bool):
-    from torch.distributed.checkpoint.state_dict import StateDictOptions
-
-    return StateDictOptions(full_state_dict=True, **extra)
-
-
-def bf16_supported(device: torch.device) -> bool:
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    cpu = getattr(torch, "cpu", None)
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private, so looked up defensively
-    return any(getattr(cpu, name, lambda: False)() for name in checks)
 
 
 class Trainer:
@@ -494,7 +344,3 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     return value
-
-
-__all__ = ["TrainingArguments", "Trainer", "TrainResult", "TrainingError", "learning_rate", "build_optimizer",
-           "init_distributed", "checkpoint_paths", "shard_model"]

@@ -1,0 +1,75 @@
+"""Where a model lives: a name or path -> the local folder that holds it.
+
+A name resolves to a local folder, else to a snapshot in the Hugging Face cache layout
+(`models--org--name/snapshots/<commit>/`, honouring HF_HUB_CACHE / HF_HOME and `revision`), else to a
+download through `huggingface_hub` (unless HF_HUB_OFFLINE is set).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from ..errors import ModelNotFoundError
+
+# Files worth fetching from the hub: configs, tokenizers, weights (safetensors preferred).
+HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model"]
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+
+
+def hub_cache_dir() -> Path:
+    """The Hugging Face cache folder, read from the environment at call time."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "huggingface")
+    return Path(home).expanduser() / "hub"
+
+
+def is_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _cached_snapshot(repo_id: str, revision: str | None, cache_dir: Path) -> Path | None:
+    repo = cache_dir / ("models--" + repo_id.replace("/", "--"))
+    if not repo.is_dir():
+        return None
+    revision = revision or "main"
+    if _COMMIT.match(revision):
+        commit = revision
+    else:
+        ref = repo / "refs" / revision
+        if not ref.is_file():
+            return None
+        commit = ref.read_text().strip()
+    snapshot = repo / "snapshots" / commit
+    return snapshot if snapshot.is_dir() else None
+
+
+def resolve(name_or_path: str | os.PathLike, revision: str | None = None,
+            cache_dir: str | os.PathLike | None = None) -> Path:
+    """Return the local folder holding a model: a path, a cached snapshot, or a fresh download."""
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return path
+    name = str(name_or_path)
+    looked = [f"local folder {path.resolve()}"]
+    if path.exists():
+        raise ModelNotFoundError(f"{name!r} is a file, not a model folder (expected config.json and weights inside)")
+    cache = Path(cache_dir).expanduser() if cache_dir else hub_cache_dir()
+    if re.fullmatch(r"[\w.\-]+(/[\w.\-]+)?", name) and ".." not in name:
+        snapshot = _cached_snapshot(name, revision, cache)
+        if snapshot is not None:
+            return snapshot
+        repo_folder = cache / ("models--" + name.replace("/", "--"))
+        looked.append(f"Hugging Face cache {repo_folder} (revision {revision or 'main'})")
+        if not is_offline():
+            try:
+                from huggingface_hub import snapshot_download
+
+                return Path(snapshot_download(name, revision=revision, cache_dir=cache, allow_patterns=HUB_PATTERNS))
+            except Exception as err:  # network errors, missing repos, gated repos: one clear message
+                looked.append(f"the hub ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})")
+        else:
+            looked.append("the hub was not asked (HF_HUB_OFFLINE is set)")
+    raise ModelNotFoundError(f"model {name!r} not found; looked in: " + "; ".join(looked))

@@ -1,0 +1,129 @@
+"""Hugging Face model folders: find one and read its config once, load a model from it, save one.
+
+`locate(name)` resolves a name or path to its folder and reads config.json through the dialect once;
+the `Checkpoint` it returns is what the Auto classes, `from_pretrained`, the pipelines and the CLI hand
+to `load_model`, so no call resolves or parses twice. `save_pretrained` writes config.json and
+model.safetensors through the one atomic writer (temporary files, then renamed).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from ..config import ModelConfig
+from ..dialects import Dialect, get_dialect
+from ..errors import ConfigError
+from . import hub
+from .files import atomic_write, read_json, write_json
+from .state import cast, load_state, state_dict_to_hf
+from .weights import SAFE_WEIGHTS, read_weights
+
+logger = logging.getLogger("triformers")
+# Ignored with a warning: config.json asks for code to be imported from the model folder or the hub.
+REMOTE_CODE_KEYS = ("auto_map",)
+# Keys every config.json may carry that no dialect reads: written by whoever saved it, rewritten on save.
+WRITTEN_BY_SAVER = ("model_type", "architectures", "transformers_version", "dtype", "torch_dtype", "label2id")
+
+
+@dataclass
+class Checkpoint:
+    """A model folder, resolved, with its config read once."""
+
+    folder: Path
+    dialect: Dialect
+    config: ModelConfig
+
+    @property
+    def config_file(self) -> Path:
+        return self.folder / "config.json"
+
+
+def read_config(folder: Path, overrides: dict[str, Any] | None = None) -> tuple[Dialect, ModelConfig]:
+    """config.json (+ overrides in its own key names) -> the dialect and our ModelConfig."""
+    path = Path(folder) / "config.json"
+    hf = read_json(path, "config.json")
+    for key in REMOTE_CODE_KEYS:
+        if key in hf:
+            logger.warning("%s: ignoring %r (triformers never runs code from a model folder)", path, key)
+            hf.pop(key)
+    overrides = dict(overrides or {})
+    if overrides.pop("trust_remote_code", False):
+        raise ConfigError(f"{path}: trust_remote_code=True is refused: triformers never runs code from a model "
+                          "folder or the hub, it loads its built-in dialects only (drop the argument)")
+    if "id2label" in overrides and "num_labels" not in overrides:
+        overrides["num_labels"] = len(overrides["id2label"])
+    if ("num_labels" in overrides and "id2label" not in overrides
+            and len(hf.get("id2label") or {}) != overrides["num_labels"]):
+        overrides["id2label"] = {}  # fresh LABEL_i names, as transformers does
+    hf.update(overrides)
+    model_type = hf.get("model_type")
+    if not isinstance(model_type, str):
+        raise ConfigError(f"{path}: missing or invalid 'model_type' (got {model_type!r})")
+    dialect = get_dialect(model_type, where=str(path))
+    config = dialect.config_from_hf(hf, str(path))
+    used = set(dialect.config_to_hf(config)) | set(WRITTEN_BY_SAVER)
+    config.extra = {k: v for k, v in hf.items() if k not in used}
+    return dialect, config
+
+
+def locate(name_or_path: str | os.PathLike | Checkpoint, revision: str | None = None,
+           overrides: dict[str, Any] | None = None) -> Checkpoint:
+    """The folder of `name_or_path` (local, cached or downloaded) and its config, read once."""
+    if isinstance(name_or_path, Checkpoint):
+        if overrides:
+            dialect, config = read_config(name_or_path.folder, overrides)
+            return Checkpoint(name_or_path.folder, dialect, config)
+        return name_or_path
+    folder = hub.resolve(name_or_path, revision=revision)
+    dialect, config = read_config(folder, overrides)
+    return Checkpoint(folder, dialect, config)
+
+
+def config_to_json(config: ModelConfig, head: str | None) -> dict[str, Any]:
+    dialect = get_dialect(config.model_type)
+    out = {**config.extra, **dialect.config_to_hf(config), "model_type": config.model_type}
+    out["architectures"] = [dialect.architectures.get(head, dialect.architectures.get(None))]
+    return out
+
+
+def load_model(cls, checkpoint: Checkpoint, *, head: str | None = None, dtype: torch.dtype | str | None = None,
+               ignore_mismatched_sizes: bool = False, quantize: str | None = None) -> nn.Module:
+    """A model of family class `cls` (with `head`) filled from the checkpoint's weights, in eval mode."""
+    if quantize not in (None, "int8"):
+        raise ConfigError(f"quantize must be None or 'int8', got {quantize!r}")
+    dialect, config, folder = checkpoint.dialect, checkpoint.config, checkpoint.folder
+    if dialect.family != cls.family:
+        raise ConfigError(f"{checkpoint.config_file}: model_type {dialect.model_type!r} is a {dialect.family} "
+                          f"model, not {cls.family} ({cls.__name__})")
+    tensors, origin = read_weights(folder)
+    config = dialect.config_for_weights(config, tensors)
+    with torch.device("meta"):
+        model = cls(config, head=head)
+    if dtype == "auto":
+        dtype = next((t.dtype for t in tensors.values() if t.is_floating_point()), None)
+    load_state(model, dialect, tensors, origin, ignore_mismatched_sizes, dtype)
+    del tensors
+    model = cast(model, dtype).eval()  # new heads (initialised in the default dtype) follow the rest
+    if quantize == "int8":
+        from ..layers.int8 import quantize_int8
+
+        quantize_int8(model)
+    return model
+
+
+def save_pretrained(model: nn.Module, folder: str | os.PathLike) -> None:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = state_dict_to_hf(model)
+    config = config_to_json(model.config, model.head)
+    config["dtype"] = str(model.dtype).removeprefix("torch.")
+    atomic_write(folder / SAFE_WEIGHTS, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
+    write_json(folder / "config.json", config)

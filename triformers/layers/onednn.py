@@ -1,0 +1,90 @@
+"""oneDNN's CPU matmul for linear layers, and weights packed in its blocked layout.
+
+`torch.ops.mkldnn._linear_pointwise` (the kernel PyTorch's own compiler emits for linear layers) reads an
+ordinary (out, in) weight faster than `F.linear`'s default BLAS path for the shapes of these models (the
+figures are in the README's benchmark notes). The kernel has no autograd of its own, so training goes
+through `OneDNNLinear`, whose backward takes oneDNN for grad_x and BLAS for grad_W (BLAS reads the
+transposed operand in place; oneDNN would copy it).
+
+`pack(weight)` keeps a second copy of a weight in oneDNN's blocked layout (what
+`TransformerModel.pack_weights` does for a whole model): inference matmuls then skip the per-call reorder,
+which matters most in bf16 and for a few rows at a time in fp32. The packed copy is used only while the
+weight is unchanged (same version counter, same storage): training, editing or casting the weight drops it.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from .storage import row_major
+
+AVAILABLE = (os.environ.get("TRIFORMERS_ONEDNN", "1") != "0" and torch.backends.mkldnn.is_available()
+             and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
+BF16 = AVAILABLE and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+def matmul(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """x @ weight^T + bias through oneDNN (weight plain or packed)."""
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+
+
+class OneDNNLinear(torch.autograd.Function):
+    """oneDNN matmuls forward and for grad_x = g W (the weight as a transposed view, read in place);
+    grad_W = g^T x through BLAS, which reads a transposed operand without copying it."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return matmul(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        grad2 = grad.contiguous()  # (M, out); x is (M, in)
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_x = matmul(grad2, weight.t())  # (M, in)
+        if ctx.needs_input_grad[1]:
+            grad_w = torch.mm(grad2.t(), x)  # (out, in)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = grad2.sum(0)
+        return grad_x, grad_w, grad_b
+
+
+def usable(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
+    """Whether oneDNN takes this matmul: CPU, fp32 (or bf16 where the CPU has it), matching dtypes."""
+    if not AVAILABLE or x.device.type != "cpu" or weight.dtype != x.dtype or weight.layout != torch.strided:
+        return False
+    if bias is not None and bias.dtype != x.dtype:
+        return False
+    return x.dtype == torch.float32 or (x.dtype == torch.bfloat16 and BF16)
+
+
+def packable(weight: torch.Tensor) -> bool:
+    return (AVAILABLE and weight.dim() == 2 and weight.device.type == "cpu" and weight.layout == torch.strided
+            and (weight.dtype == torch.float32 or (weight.dtype == torch.bfloat16 and BF16)))
+
+
+def pack(weight: torch.Tensor) -> None:
+    """Attach a oneDNN-packed copy of `weight` (out, in) for inference."""
+    row_major(weight)
+    packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), None)  # no batch hint: good at 1 and 8 rows
+    weight.__dict__["_onednn_packed"] = (weight._version, weight.data_ptr(), packed)
+
+
+def unpack(weight: torch.Tensor) -> None:
+    weight.__dict__.pop("_onednn_packed", None)
+
+
+def packed(weight: torch.Tensor) -> torch.Tensor:
+    """The packed copy of `weight` while it is current, else `weight` itself (a stale copy is freed)."""
+    entry = weight.__dict__.get("_onednn_packed")
+    if entry is None:
+        return weight
+    if entry[0] != weight._version or entry[1] != weight.data_ptr():  # modified in place, or replaced
+        del weight.__dict__["_onednn_packed"]  # (`.data =`, `model.to(dtype)`): stale, free it
+        return weight
+    return entry[2]
