@@ -23,6 +23,7 @@ from torch import nn
 
 from ..config import ModelConfig
 from ..errors import TriformersError
+from ..tokenization.batch import pad_ids
 
 Feature = dict[str, Any]  # one example's model inputs as lists / ints, padded by `PaddingCollator`
 
@@ -117,11 +118,6 @@ def label_index(names: list[str]) -> Callable[[Any], int]:
 
 
 # ---- batching -------------------------------------------------------------------------------------------
-def pad(rows: Sequence[Sequence[int]], value: int) -> torch.Tensor:
-    length = max(len(row) for row in rows)
-    return torch.tensor([list(row) + [value] * (length - len(row)) for row in rows], dtype=torch.long)
-
-
 @dataclass
 class PaddingCollator:
     """Features -> tensors: lists padded to the longest (input ids with pad, labels with -100, rest 0)."""
@@ -133,7 +129,8 @@ class PaddingCollator:
         for key in features[0]:
             values = [feature[key] for feature in features]
             if isinstance(values[0], list):
-                batch[key] = pad(values, self.pad_token_id if key == "input_ids" else -100 if key == "labels" else 0)
+                value = self.pad_token_id if key == "input_ids" else -100 if key == "labels" else 0
+                batch[key] = pad_ids(values, value)[0]
             else:
                 batch[key] = torch.tensor(values, dtype=torch.long)
         return batch

@@ -20,7 +20,8 @@ from typing import Any
 
 import torch
 
-from triformers.errors import InputError
+from ..errors import InputError, TokenizerError
+from ..tokenization.batch import pad_ids
 
 IGNORE_INDEX = -100  # label value the losses skip (torch's cross_entropy default `ignore_index`)
 
@@ -42,24 +43,12 @@ def as_id_sequences(examples: Sequence[Any], key: str = "input_ids") -> list[tor
 def pad_sequences(
     sequences: Sequence[torch.Tensor], pad_value: int, pad_to_multiple_of: int | None = None, length: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad 1-D tensors to one length; returns `(padded (B, T), attention_mask (B, T))`.
-
-    T is the longest sequence (or `length` when given), rounded up to a multiple of `pad_to_multiple_of`.
-    """
-    if pad_to_multiple_of is not None and pad_to_multiple_of < 1:
-        raise InputError(f"pad_to_multiple_of must be a positive integer, got {pad_to_multiple_of}")
-    longest = max(len(s) for s in sequences)
-    target = longest if length is None else length
-    if target < longest:
-        raise InputError(f"cannot pad to length {target}: a sequence has {longest} tokens")
-    if pad_to_multiple_of:
-        target = -(-target // pad_to_multiple_of) * pad_to_multiple_of
-    padded = torch.full((len(sequences), target), pad_value, dtype=sequences[0].dtype)
-    attention_mask = torch.zeros((len(sequences), target), dtype=torch.long)
-    for row, sequence in enumerate(sequences):
-        padded[row, : len(sequence)] = sequence
-        attention_mask[row, : len(sequence)] = 1
-    return padded, attention_mask
+    """Right-pad 1-D tensors to one length; returns `(padded (B, T), attention_mask (B, T))` (see `pad_ids`)."""
+    try:
+        return pad_ids(sequences, pad_value, length=length, multiple_of=pad_to_multiple_of,
+                       dtype=sequences[0].dtype)
+    except TokenizerError as err:
+        raise InputError(str(err)) from None
 
 
 def chunk_tokens(

@@ -18,10 +18,11 @@ from typing import Any
 
 import torch
 
-from ..auto import (AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM,
-                    AutoModelForSequenceClassification)
+from ..auto import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoModelForSequenceClassification
+from ..config import ModelConfig
 from ..dialects import get_dialect
 from ..errors import InputError
+from ..io.pretrained import locate
 from ..models import TransformerModel
 from ..tokenization import Tokenizer
 from .base import Device, Pipeline, load
@@ -41,9 +42,8 @@ ALIASES = {"sentiment-analysis": "text-classification", "ner": "token-classifica
 _TRANSLATION = re.compile(r"translation_([A-Za-z-]+)_to_([A-Za-z-]+)")
 
 
-def _zero_shot_class(model: str | os.PathLike) -> Any:
+def _zero_shot_class(config: ModelConfig) -> Any:
     """An NLI classifier when the config has an entailment label or the model is an encoder; else the LM."""
-    config = AutoConfig.from_pretrained(model)
     family = get_dialect(config.model_type).family
     if family == "encoder" or any(label.lower().startswith("entail") for label in config.id2label.values()):
         return AutoModelForSequenceClassification
@@ -75,8 +75,10 @@ def pipeline(task: str, model: str | os.PathLike | TransformerModel | None = Non
                          "triformers has no default download per task")
     cls = TASKS[name]
     auto_class = cls.auto_class
-    if cls is ZeroShotClassificationPipeline and isinstance(model, (str, os.PathLike)):
-        auto_class = _zero_shot_class(model)
+    if isinstance(model, (str, os.PathLike)):
+        model = locate(model)  # resolved and its config read once, for the model and its tokenizer
+        if cls is ZeroShotClassificationPipeline:
+            auto_class = _zero_shot_class(model.config)
     loaded, tok = load(auto_class, model, tokenizer, dtype, name)
     return cls(loaded, tok, device=device, dtype=dtype, **kwargs)
 

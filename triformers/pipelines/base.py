@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Iterator, Sequence
 import torch
 
 from ..errors import InputError
+from ..io.pretrained import Checkpoint
 from ..models import TransformerModel
 from ..tokenization import Tokenizer
 
@@ -131,12 +132,12 @@ class Pipeline(abc.ABC):
         return {name: batch[name] for name in names if name in batch}
 
 
-def load(auto_class: Any, model: str | os.PathLike | TransformerModel, tokenizer: str | Tokenizer | None,
+def load(auto_class: Any, model: str | os.PathLike | Checkpoint | TransformerModel, tokenizer: str | Tokenizer | None,
          dtype: torch.dtype | str | None, task: str) -> tuple[TransformerModel, Tokenizer]:
-    """A model (path or object) and its tokenizer (path, object, or the model's own folder)."""
+    """A model (path, located checkpoint or object) and its tokenizer (path, object, or the model's own folder)."""
     from ..tokenization import AutoTokenizer
 
-    if isinstance(model, (str, os.PathLike)):
+    if isinstance(model, (str, os.PathLike, Checkpoint)):
         loaded = auto_class.from_pretrained(model, dtype=resolve_dtype(dtype))
         if tokenizer is None:
             tokenizer = model
@@ -148,8 +149,8 @@ def load(auto_class: Any, model: str | os.PathLike | TransformerModel, tokenizer
     else:
         raise InputError(f"pipeline({task!r}): model must be a path, a hub id or a triformers model, "
                          f"got {type(model).__name__}")
-    if isinstance(tokenizer, (str, os.PathLike)):
-        tokenizer = AutoTokenizer.from_pretrained(str(tokenizer))
+    if isinstance(tokenizer, (str, os.PathLike, Checkpoint)):
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer if isinstance(tokenizer, Checkpoint) else str(tokenizer))
     if not isinstance(tokenizer, Tokenizer):
         raise InputError(f"pipeline({task!r}): tokenizer must be a path or a triformers Tokenizer, "
                          f"got {type(tokenizer).__name__}")

@@ -16,24 +16,16 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 
 from ..auto import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 from ..errors import InputError
+from ..tokenization.batch import pad_ids
 from .base import Pipeline, chunks
 
 PIPELINE_NEW_TOKENS = 256  # transformers' text-generation pipeline defaults
 PIPELINE_SAMPLING = {"do_sample": True, "temperature": 0.7}
 LANGUAGES = {"en": "English", "de": "German", "fr": "French", "ro": "Romanian", "es": "Spanish",
              "it": "Italian", "pt": "Portuguese", "nl": "Dutch", "ru": "Russian", "zh": "Chinese", "ja": "Japanese"}
-
-
-def left_pad(rows: list[list[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, T) ids and attention mask, padded on the left so that every prompt ends at the last column."""
-    length = max(len(r) for r in rows)
-    ids = torch.tensor([[pad_id] * (length - len(r)) + r for r in rows], device=device)
-    mask = torch.tensor([[0] * (length - len(r)) + [1] * len(r) for r in rows], device=device)
-    return ids, mask
 
 
 class TextGenerationPipeline(Pipeline):
@@ -56,7 +48,7 @@ class TextGenerationPipeline(Pipeline):
         results = []
         for group in chunks(items, batch_size):
             rows = [self.tokenizer(prefix + text, add_special_tokens=add_special_tokens)["input_ids"] for text in group]
-            ids, mask = left_pad(rows, pad_id, self.device)
+            ids, mask = pad_ids(rows, pad_id, side="left", device=self.device)
             kwargs = {**PIPELINE_SAMPLING, **generate_kwargs}
             if kwargs.get("max_new_tokens") is None and kwargs.get("max_length") is None:
                 limit = self.model.max_length()

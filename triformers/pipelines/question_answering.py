@@ -20,6 +20,7 @@ from tokenizers import Tokenizer as Backend
 
 from ..auto import AutoModelForQuestionAnswering
 from ..errors import InputError
+from ..tokenization.batch import pad_ids
 from .base import Pipeline, chunks
 
 
@@ -107,14 +108,10 @@ class QuestionAnsweringPipeline(Pipeline):
 
     def logits(self, windows: list[Encoding]) -> tuple[torch.Tensor, torch.Tensor]:
         """Start and end logits (B, T) for a batch of windows, padded on the right."""
-        length = max(len(w.ids) for w in windows)
-        pad = self.tokenizer.pad_token_id or 0
-        def padded(rows, value):
-            return torch.tensor([list(r) + [value] * (length - len(r)) for r in rows], device=self.device)
-        inputs = {"input_ids": padded([w.ids for w in windows], pad),
-                  "attention_mask": padded([[1] * len(w.ids) for w in windows], 0)}
+        ids, mask = pad_ids([w.ids for w in windows], self.tokenizer.pad_token_id or 0, device=self.device)
+        inputs = {"input_ids": ids, "attention_mask": mask}
         if "token_type_ids" in self.tokenizer.model_input_names:
-            inputs["token_type_ids"] = padded([w.type_ids for w in windows], 0)
+            inputs["token_type_ids"] = pad_ids([w.type_ids for w in windows], 0, device=self.device)[0]
         out = self.model(**inputs)
         return out.start_logits.float().cpu(), out.end_logits.float().cpu()
 

@@ -20,6 +20,7 @@ import torch
 
 from ..auto import AutoModelForSequenceClassification
 from ..errors import InputError
+from ..tokenization.batch import pad_ids
 from .base import Pipeline, chunks
 
 
@@ -106,10 +107,7 @@ class ZeroShotClassificationPipeline(Pipeline):
             continuation = self.tokenizer(" " + hypothesis, add_special_tokens=False)["input_ids"]
             rows.append(context + continuation)
             starts.append(len(context))
-        length = max(len(r) for r in rows)
-        pad = self.tokenizer.pad_token_id or 0
-        ids = torch.tensor([r + [pad] * (length - len(r)) for r in rows], device=self.device)
-        mask = torch.tensor([[1] * len(r) + [0] * (length - len(r)) for r in rows], device=self.device)
+        ids, mask = pad_ids(rows, self.tokenizer.pad_token_id or 0, device=self.device)
         logprobs = torch.log_softmax(self.model(input_ids=ids, attention_mask=mask).logits.float(), -1)
         targets = torch.full_like(ids, -100)
         for i, (row, start) in enumerate(zip(rows, starts, strict=True)):

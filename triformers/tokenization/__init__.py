@@ -6,6 +6,9 @@ WordPiece, byte-level BPE or Unigram tokenizer with a family's special tokens. B
 whose calls, ids and saved folders match transformers' AutoTokenizer.
 """
 
+import os
+
+from ..io.pretrained import Checkpoint
 from .batch import BatchEncoding
 from .tokenizer import Tokenizer
 from .training import train_tokenizer
@@ -19,8 +22,10 @@ class AutoTokenizer:
 
     @staticmethod
     def from_pretrained(
-        name_or_path: str, revision: str | None = None, cache_dir: str | None = None, **overrides
+        name_or_path: str | os.PathLike | Checkpoint, revision: str | None = None, cache_dir: str | None = None,
+        **overrides
     ) -> Tokenizer:
+        """A name, a path or a located `Checkpoint` (whose folder and model_type are then used as they are)."""
         return Tokenizer.from_pretrained(name_or_path, revision=revision, cache_dir=cache_dir, **overrides)
 
 

@@ -1,13 +1,14 @@
-"""`BatchEncoding`: the dict a tokenizer call returns, usable as `model(**batch)`.
+"""`BatchEncoding`: the dict a tokenizer call returns, usable as `model(**batch)`; and `pad_ids`, the one
+helper that pads a batch of id lists (collators, pipelines, `Tokenizer.pad` all use it).
 
-Mirrors the part of transformers' `BatchEncoding` that training and inference code touches:
-key and attribute access, `.to(device)`, and the alignment helpers (`word_ids`, `tokens`,
+`BatchEncoding` mirrors the part of transformers' `BatchEncoding` that training and inference code
+touches: key and attribute access, `.to(device)`, and the alignment helpers (`word_ids`, `tokens`,
 `sequence_ids`) read from the `tokenizers` encodings.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from tokenizers import Encoding
@@ -59,3 +60,37 @@ class BatchEncoding(dict):
 
     def tokens(self, batch_index: int = 0) -> list[str]:
         return self._encoding(batch_index).tokens
+
+
+def pad_ids(rows: Sequence[Sequence[int] | torch.Tensor], value: int, side: str = "right", length: int | None = None,
+            multiple_of: int | None = None, dtype: torch.dtype = torch.long,
+            device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pad id lists (or 1-D tensors) to one length: `(ids (B, T), attention_mask (B, T))`.
+
+    T is the longest row, or `length` when given (a row longer than that is an error), rounded up to a
+    multiple of `multiple_of`; `side="left"` puts the padding in front, so that every row ends at the
+    last column (what generation needs).
+    """
+    if side not in ("left", "right"):
+        raise TokenizerError(f"padding side must be 'left' or 'right', got {side!r}")
+    if multiple_of is not None and (not isinstance(multiple_of, int) or multiple_of < 1):
+        raise TokenizerError(f"pad_to_multiple_of must be a positive integer, got {multiple_of!r}")
+    if not len(rows):
+        raise TokenizerError("cannot pad an empty batch")
+    longest = max(len(row) for row in rows)
+    target = longest if length is None else length
+    if target < longest:
+        raise TokenizerError(f"cannot pad to length {target}: a row has {longest} ids")
+    if multiple_of:
+        target = -(-target // multiple_of) * multiple_of
+    ids = torch.full((len(rows), target), value, dtype=dtype)
+    mask = torch.zeros((len(rows), target), dtype=torch.long)
+    for index, row in enumerate(rows):
+        n = len(row)
+        if n:
+            where = slice(target - n, target) if side == "left" else slice(0, n)
+            ids[index, where] = torch.as_tensor(row, dtype=dtype)
+            mask[index, where] = 1
+    if device is not None:
+        ids, mask = ids.to(device), mask.to(device)
+    return ids, mask

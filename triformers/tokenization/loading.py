@@ -19,6 +19,7 @@ from tokenizers import AddedToken
 from ..errors import TokenizerError
 from ..io.files import atomic_write, read_json
 from ..io.hub import resolve
+from ..io.pretrained import Checkpoint
 from . import converters as cv
 from .tokenizer import Tokenizer
 
@@ -50,7 +51,11 @@ def load_folder(
     cache_dir: str | None = None,
     overrides: dict[str, Any] | None = None,
 ) -> Tokenizer:
-    folder = resolve(name_or_path, revision=revision, cache_dir=cache_dir)
+    if isinstance(name_or_path, Checkpoint):  # already resolved, its config read
+        folder, model_type = name_or_path.folder, name_or_path.config.model_type
+    else:
+        folder = resolve(name_or_path, revision=revision, cache_dir=cache_dir)
+        model_type = _read_optional_json(folder / "config.json", "model config").get("model_type")
     config_file = folder / "tokenizer_config.json"
     overrides = dict(overrides or {})
     if overrides.pop("trust_remote_code", False):
@@ -60,7 +65,6 @@ def load_folder(
     if "auto_map" in config:
         logger.warning("%s: ignoring 'auto_map' (triformers never runs code from a model folder)", config_file)
     special_map = _read_optional_json(folder / "special_tokens_map.json", "special tokens map")
-    model_type = _read_optional_json(folder / "config.json", "model config").get("model_type")
     family = cv.family_for(config.get("tokenizer_class"), model_type, config_file)
     special = dict(family.specials) if family is not None else {}
     for source in (special_map, config):  # config already holds the caller's overrides
@@ -130,7 +134,7 @@ def load_folder(
         clean_up_tokenization_spaces=config.get("clean_up_tokenization_spaces", False),
         model_input_names=config.get("model_input_names"),
         config={k: v for k, v in config.items() if k not in _DROPPED_KEYS and k not in cv.SPECIAL_KEYS},
-        name_or_path=str(name_or_path),
+        name_or_path=str(folder if isinstance(name_or_path, Checkpoint) else name_or_path),
     )
     if post is not None:
         set_post_processor(tokenizer, post, config)
