@@ -1,9 +1,10 @@
-"""Dropout whose CPU training path draws its mask ~1.5x faster than `F.dropout`.
+"""Dropout whose CPU training path draws its mask faster than `F.dropout`.
 
-On CPU, `F.dropout` draws the mask with `bernoulli_`, about 100 M values/s here: 16% of a flan-t5-small
-training step. `rand(x.shape) >= p` (fp32 draws whatever x's dtype) gives the same distribution faster;
-the mask is kept as bool for backward (as `F.dropout` keeps it), and one multiply applies mask and
-1/(1-p) scale each way. Other devices, eval mode and p = 0 or 1 are nn.Dropout's own path.
+On CPU, `F.dropout` draws the mask with `bernoulli_`, which is slow enough to be a visible share of a
+small model's training step (see the README's benchmark notes). `rand(x.shape) >= p` (fp32 draws
+whatever x's dtype) gives the same distribution faster; the mask is kept as bool for backward (as
+`F.dropout` keeps it), and one multiply applies mask and 1/(1-p) scale each way. Other devices, eval
+mode and p = 0 or 1 are nn.Dropout's own path.
 """
 
 from __future__ import annotations

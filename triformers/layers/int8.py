@@ -37,7 +37,7 @@ class Int8Linear(nn.Module):
         shape = x.shape
         x2 = x.reshape(-1, self.in_features)
         if _KERNEL is not None and x2.dtype in (torch.float32, torch.bfloat16, torch.float16):
-            # on CPU the kernel is fast for bf16 activations and ~50x slower for fp32 ones (measured here):
+            # on CPU the kernel is fast for bf16 activations and far slower for fp32 ones (README, int8 notes):
             # run fp32 inputs through it in bf16, which costs far less precision than the int8 weights do
             compute = torch.bfloat16 if x2.dtype == torch.float32 and _BF16_KERNEL and x2.device.type == "cpu" \
                 else x2.dtype

@@ -19,7 +19,7 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dtype == torch.float32 and self.weight.dtype == torch.float32 and hasattr(F, "rms_norm"):
-            # torch's own kernel: the same values and gradients, fwd + bwd ~1.4x faster (T5-small shapes)
+            # torch's own fused kernel: the same values and gradients, faster forward and backward
             return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
         variance = x.float().pow(2).mean(-1, keepdim=True)
         x = x * torch.rsqrt(variance + self.eps)

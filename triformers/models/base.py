@@ -103,10 +103,10 @@ class TransformerModel(nn.Module):
 
     def pack_weights(self) -> TransformerModel:
         """Keep a copy of every linear weight (and of a tied LM head) in oneDNN's blocked layout, so that
-        CPU inference skips a weight reorder in every matmul: ~1.3x faster bf16 decoding, ~1.25x for
-        batched (8-row) fp32 decoding, single-row fp32 about the same. Costs the memory of a second copy
-        of those weights. The parameters themselves (training, saving, `state_dict`) are unchanged, and a
-        packed copy is dropped once its weight is modified or cast; `unpack_weights()` frees the copies.
+        CPU inference skips a weight reorder in every matmul (it pays most in bf16 and for batched fp32
+        decoding; figures in the README). Costs the memory of a second copy of those weights. The parameters
+        themselves (training, saving, `state_dict`) are unchanged, and a packed copy is dropped once its
+        weight is modified or cast; `unpack_weights()` frees the copies.
         Returns the model."""
         for weight in self._linear_weights():
             if packable(weight):
