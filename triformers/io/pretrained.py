@@ -29,8 +29,6 @@ from .weights import SAFE_WEIGHTS, read_weights
 logger = logging.getLogger("triformers")
 # Ignored with a warning: config.json asks for code to be imported from the model folder or the hub.
 REMOTE_CODE_KEYS = ("auto_map",)
-# Keys every config.json may carry that no dialect reads: written by whoever saved it, rewritten on save.
-WRITTEN_BY_SAVER = ("model_type", "architectures", "transformers_version", "dtype", "torch_dtype", "label2id")
 
 
 @dataclass
@@ -62,16 +60,14 @@ def read_config(folder: Path, overrides: dict[str, Any] | None = None) -> tuple[
         overrides["num_labels"] = len(overrides["id2label"])
     if ("num_labels" in overrides and "id2label" not in overrides
             and len(hf.get("id2label") or {}) != overrides["num_labels"]):
-        overrides["id2label"] = {}  # fresh LABEL_i names, as transformers does
+        hf.pop("id2label", None)  # fresh LABEL_i names, as transformers does
+        hf.pop("label2id", None)
     hf.update(overrides)
     model_type = hf.get("model_type")
     if not isinstance(model_type, str):
         raise ConfigError(f"{path}: missing or invalid 'model_type' (got {model_type!r})")
     dialect = get_dialect(model_type, where=str(path))
-    config = dialect.config_from_hf(hf, str(path))
-    used = set(dialect.config_to_hf(config)) | set(WRITTEN_BY_SAVER)
-    config.extra = {k: v for k, v in hf.items() if k not in used}
-    return dialect, config
+    return dialect, dialect.config_from_hf(hf, str(path))  # keys the dialect does not read go to config.extra
 
 
 def locate(name_or_path: str | os.PathLike | Checkpoint, revision: str | None = None,
