@@ -145,7 +145,7 @@ def test_every_key_read_changes_the_model_as_in_transformers(case):
 
 
 @pytest.mark.parametrize("model_type", list(NEVER_WRITTEN))
-def test_cases_move_every_key_of_the_table_off_its_default(model_type, tmp_path):
+def test_cases_move_every_key_of_the_table_off_its_default(model_type):
     """The round-trip cases cover the table: each key (bar `only` ones, which have one value) is set off default."""
     dialect = get_dialect(model_type)
     moved = set()
@@ -171,6 +171,22 @@ def test_file_spelling_and_presence_are_kept(tmp_path):
     assert written["id2label"] == bloom["id2label"] and written["label2id"] == bloom["label2id"]
     assert "decoder_start_token_id" not in written and "problem_type" not in written
     assert get_dialect("bloom").config_to_hf(config.replace(hidden_size=30, intermediate_size=120))["n_embed"] == 30
+
+
+def test_second_names_are_read_and_overridden_as_in_transformers(tmp_path):
+    """transformers reads its attribute_map aliases from config.json too (`num_hidden_layers` for GPT-2's n_layer),
+    and an override in either name replaces the setting, kept under the file's name."""
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2", "vocab_size": 50, "hidden_size": 32,
+                                                      "num_hidden_layers": 3, "n_head": 4}))
+    config = triformers.AutoConfig.from_pretrained(tmp_path)
+    theirs = tr.GPT2Config.from_pretrained(tmp_path)
+    assert (config.hidden_size, config.num_layers) == (theirs.n_embd, theirs.n_layer) == (32, 3)
+    written = get_dialect("gpt2").config_to_hf(config)
+    assert (written["hidden_size"], written["num_hidden_layers"]) == (32, 3) and "n_layer" not in written
+    overridden = triformers.AutoConfig.from_pretrained(tmp_path, n_layer=1, num_attention_heads=2)
+    assert (overridden.num_layers, overridden.num_heads) == (1, 2)
+    written = get_dialect("gpt2").config_to_hf(overridden)
+    assert (written["num_hidden_layers"], written["n_head"]) == (1, 2) and "n_layer" not in written
 
 
 def test_keys_absent_from_an_old_file_are_written_as_transformers_assumed(tmp_path):
@@ -303,14 +319,18 @@ def test_bart_with_different_stacks_generates_as_transformers(tmp_path):
     for kwargs in ({}, {"num_beams": 3}):
         expected = hf.generate(ids, attention_mask=mask, max_new_tokens=8, **kwargs)
         assert torch.equal(ours.generate(ids, attention_mask=mask, max_new_tokens=8, **kwargs), expected), kwargs
+    ours.save_pretrained(tmp_path / "ours")  # and what triformers saves, transformers loads with both stacks
+    reloaded = tr.BartForConditionalGeneration.from_pretrained(tmp_path / "ours").eval()
+    torch.testing.assert_close(reloaded(**batch).logits, hf(**batch).logits, atol=0, rtol=0)
 
 
 def test_config_answers_the_checkpoint_names_as_transformers(case):
-    """Every key of the table, transformers' aliases of them, and keys kept in `extra` read as attributes of our
-    config with transformers' own values (forced ids that transformers 5.24 moves to the generation config aside)."""
+    """Every name of every key of the table (transformers' attribute_map aliases are second names) and keys kept in
+    `extra` read as attributes of our config with transformers' own values (forced ids, which transformers 5.24
+    moves to the generation config, aside)."""
     name, hf, _, ours = case
     dialect = get_dialect(ours.config.model_type)
-    names = {n for key in dialect.keys for n in key.names} | set(dialect.aliases) | {"is_encoder_decoder", "use_cache"}
+    names = {n for key in dialect.keys for n in key.names} | {"is_encoder_decoder", "use_cache"}
     names -= {"num_labels", "forced_bos_token_id", "forced_eos_token_id", "n_embed", "id2label"}
     assert ours.config.labels() == hf.config.id2label  # our id2label field is {} for default names
     if not ours.config.tie_word_embeddings and ours.config.model_type == "t5":

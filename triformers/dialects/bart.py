@@ -39,13 +39,13 @@ class BartDialect(Dialect):
                      "sequence_classification": "BartForSequenceClassification"}
     # the tied LM head (a copy of `shared`) and fairseq's version buffers
     ignore = (r"^lm_head\.weight$", r"^(encoder|decoder)\.version$")
-    # BartConfig (transformers 5.24 configuration_bart.py)
+    # BartConfig (transformers 5.24 configuration_bart.py); second names: its attribute_map, read from config.json too
     keys = (
         Key("vocab_size", "vocab_size", int, 50265),
         Key("max_position_embeddings", "max_positions", int, 1024),
-        Key("encoder_layers", "num_layers", int, 12),
+        Key("encoder_layers|num_hidden_layers", "num_layers", int, 12),
         Key("encoder_ffn_dim", "intermediate_size", int, 4096),
-        Key("encoder_attention_heads", "num_heads", int, 16),
+        Key("encoder_attention_heads|num_attention_heads", "num_heads", int, 16),
         Key("decoder_layers", "num_decoder_layers", int, 12),
         Key("decoder_ffn_dim", "decoder_intermediate_size", int, 4096, load=decoder_size("encoder_ffn_dim"),
             save=lambda c: c.decoder_intermediate_size or c.intermediate_size),
@@ -54,7 +54,7 @@ class BartDialect(Dialect):
         Key("encoder_layerdrop", None, float, 0.0, only=(0.0,), why=LAYERDROP),
         Key("decoder_layerdrop", None, float, 0.0, only=(0.0,), why=LAYERDROP),
         Key("activation_function", "activation", str, "gelu", **activation()),
-        Key("d_model", "hidden_size", int, 1024),
+        Key("d_model|hidden_size", "hidden_size", int, 1024),
         Key("dropout", "dropout", float, 0.1),
         Key("attention_dropout", "attention_dropout", float, 0.0),
         Key("activation_dropout", "activation_dropout", float, 0.0),
@@ -72,8 +72,6 @@ class BartDialect(Dialect):
     # BART's nn.LayerNorm default eps (config.json has no key for it); positions read row p + 2
     fixed = dict(position_offset=2, norm_eps=1e-5, norm_placement="post", embedding_norm=True, final_logits_bias=True,
                  classifier="dense_tanh", classifier_token="eos")
-    aliases = {"num_attention_heads": "encoder_attention_heads", "hidden_size": "d_model",
-               "num_hidden_layers": "encoder_layers"}
 
     def rules(self, config: ModelConfig, head: str | None) -> list[Rule]:
         rules = [Rule("embed_tokens.weight", (EMBEDDINGS,))]

@@ -97,7 +97,8 @@ class Recipe:
 class Key:
     """One config.json key <-> the ModelConfig field(s) it sets.
 
-    theirs: the key; "a|b" = names of one setting (read from any the file has; they must agree), the first written.
+    theirs: the key; "a|b" = names of one setting (an old name, transformers' `attribute_map` alias: read from any
+        the file has, they must agree), the first written.
     ours: the field, a tuple of fields (then `load` returns a tuple), or None: a key that is only checked against
         `only` (a variant triformers does not implement) and written as the supported value (or the file's).
     kind: JSON types accepted (float accepts int; with NULL in it, an explicit null is None, else null = absent).
@@ -128,8 +129,8 @@ class Key:
     def name(self) -> str:
         return self.names[0]
 
-    def read(self, hf: dict[str, Any], read: dict[str, Any], where: str) -> Any:
-        """The key's value in `hf`, checked, or its default when absent."""
+    def value_in(self, hf: dict[str, Any], read: dict[str, Any], where: str) -> Any:
+        """The key's value in `hf`, checked, or its default when absent; `read`: the keys read before it."""
         value = _MISSING
         for name in (n for n in self.names if n in hf):
             got = check(hf[name], name, self.kind, where)
@@ -168,7 +169,11 @@ class Key:
 
 
 class Dialect:
-    """One checkpoint dialect: its config-key table and fixed flags, its weight table, and its names."""
+    """One checkpoint dialect: its config-key table and fixed flags, its weight table, and its names.
+
+    A subclass lists its `keys` (the two translations derive from them); a dialect written before the table
+    may instead override `config_from_hf` and `config_to_hf` itself.
+    """
 
     model_type: str  # config.json's model_type
     family: str  # encoder | decoder | encoder-decoder
@@ -178,14 +183,13 @@ class Dialect:
     ignore: tuple[str, ...] = ()  # regexes of checkpoint keys dropped silently (buffers, tied copies)
     keys: tuple[Key, ...] = ()  # config.json keys <-> ModelConfig fields, in reading order
     fixed: dict[str, Any] = {}  # ModelConfig flags every checkpoint of the dialect has (norm placement, ...)
-    aliases: dict[str, str] = {}  # transformers' `attribute_map`: other names of keys (num_hidden_layers -> n_layer)
 
     def config_from_hf(self, hf: dict[str, Any], where: str) -> ModelConfig:
         """config.json keys -> ModelConfig; keys the table does not read are kept in `extra`."""
         read: dict[str, Any] = {}
         fields = dict(self.fixed)
         for key in self.keys:
-            read[key.name] = key.read(hf, read, where)
+            read[key.name] = key.value_in(hf, read, where)
             fields.update(key.fields(read[key.name], read, where))
         try:
             config = ModelConfig(model_type=self.model_type, **fields)
@@ -231,8 +235,7 @@ class Dialect:
         return {name for key in self.keys for name in key.names}
 
     def key_named(self, name: str) -> Key | None:
-        """The table's key called `name` (or one of transformers' aliases of it)."""
-        name = self.aliases.get(name, name)
+        """The table's key one of whose names is `name`."""
         return next((key for key in self.keys if name in key.names), None)
 
     def attribute(self, config: ModelConfig, name: str) -> Any:
@@ -258,7 +261,8 @@ class Dialect:
         if key is not None and key.ours is not None:
             fields = key.ours if isinstance(key.ours, tuple) else (key.ours,)
             return (f"config.{name} is read-only: it is how {self.model_type} config.json names "
-                    f"{' and '.join(fields)}; set config.{fields[0]} (written back as {key.name!r})")
+                    f"{' and '.join(fields)}; set {', '.join('config.' + f for f in fields)} (written back as "
+                    f"{key.name!r})")
         if key is not None:
             return f"config.{name} is read-only: triformers implements only {name}={key.write(config)!r}"
         if name in config.extra:

@@ -11,7 +11,7 @@ from typing import Any
 
 from ..config import ModelConfig
 from ..errors import ConfigError
-from .base import Dialect, Key, NULL, Recipe, Rule, fused
+from .base import NULL, Dialect, Key, Recipe, Rule, fused
 from .keys import activation, common_keys
 
 # BertConfig / RobertaConfig keys that select a variant triformers does not build

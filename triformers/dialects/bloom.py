@@ -56,8 +56,8 @@ class BloomDialect(Dialect):
         # older configs name the width `n_embed`; BloomMLP is always 4 * hidden (no n_inner)
         Key("hidden_size|n_embed", ("hidden_size", "intermediate_size"), int, 64,
             load=lambda value, read: (value, 4 * value), save=lambda c: c.hidden_size),
-        Key("n_layer", "num_layers", int, 2),
-        Key("n_head", "num_heads", int, 8),
+        Key("n_layer|num_hidden_layers", "num_layers", int, 2),  # second names: BloomConfig's attribute_map
+        Key("n_head|num_attention_heads", "num_heads", int, 8),
         Key("layer_norm_epsilon", "norm_eps", float, 1e-5),
         Key("initializer_range", "initializer_range", float, 0.02),
         Key("apply_residual_connection_post_layernorm", None, bool, False, only=(False,),
@@ -75,7 +75,6 @@ class BloomDialect(Dialect):
     # no dropout on the embeddings (BloomModel has none), no learned positions but ALiBi
     fixed = dict(max_positions=0, positions="alibi", norm_placement="pre", embedding_norm=True, final_norm=True,
                  activation="gelu_tanh", embedding_dropout=0.0, classifier="linear", classifier_token="last")
-    aliases = {"num_hidden_layers": "n_layer", "num_attention_heads": "n_head"}
 
     def rules(self, config: ModelConfig, head: str | None) -> list[Rule]:
         h, ours = "h.{}.", "decoder.layers.{}."

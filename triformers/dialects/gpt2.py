@@ -26,10 +26,11 @@ class GPT2Dialect(Dialect):
     # GPT2Config (transformers 5.24 configuration_gpt2.py); summary_* (GPT2DoubleHeadsModel) stay in `extra`
     keys = (
         Key("vocab_size", "vocab_size", int, 50257),
-        Key("n_positions", "max_positions", int, 1024),
-        Key("n_embd", "hidden_size", int, 768),
-        Key("n_layer", "num_layers", int, 12),
-        Key("n_head", "num_heads", int, 12),
+        # second names: GPT2Config's attribute_map, which transformers also reads from config.json
+        Key("n_positions|max_position_embeddings", "max_positions", int, 1024),
+        Key("n_embd|hidden_size", "hidden_size", int, 768),
+        Key("n_layer|num_hidden_layers", "num_layers", int, 12),
+        Key("n_head|num_attention_heads", "num_heads", int, 12),
         # null: 4 * n_embd; a width of exactly 4 * n_embd is written as null (GPT2MLP reads it so)
         Key("n_inner", "intermediate_size", (int, NULL), None,
             load=lambda value, read: 4 * read["n_embd"] if value is None else value,
@@ -51,8 +52,6 @@ class GPT2Dialect(Dialect):
         *common_keys(bos=50256, eos=50256),
     )
     fixed = dict(norm_placement="pre", final_norm=True, classifier="linear", classifier_token="last")
-    aliases = {"hidden_size": "n_embd", "max_position_embeddings": "n_positions", "num_attention_heads": "n_head",
-               "num_hidden_layers": "n_layer"}
 
     def rules(self, config: ModelConfig, head: str | None) -> list[Rule]:
         h, ours = "h.{}.", "decoder.layers.{}."

@@ -64,16 +64,16 @@ class T5Dialect(Dialect):
     # bias table old checkpoints carry in cross-attention, which T5 never uses
     ignore = (r"^lm_head\.weight$", r"^decoder\.block\.0\.layer\.1\.EncDecAttention\.relative_attention_bias\.weight$")
 
-    # T5Config (transformers 5.24 configuration_t5.py)
+    # T5Config (transformers 5.24 configuration_t5.py); second names: its attribute_map, read from config.json too
     keys = (
         Key("vocab_size", "vocab_size", int, 32128),
-        Key("d_model", "hidden_size", int, 512),
-        Key("d_kv", "head_dim", int, 64),
+        Key("d_model|hidden_size", "hidden_size", int, 512),
+        Key("d_kv|head_dim", "head_dim", int, 64),
         Key("d_ff", "intermediate_size", int, 2048),
-        Key("num_layers", "num_layers", int, 6),
+        Key("num_layers|num_hidden_layers", "num_layers", int, 6),
         Key("num_decoder_layers", "num_decoder_layers", (int, NULL), None,
             load=lambda value, read: read["num_layers"] if value is None else value),
-        Key("num_heads", "num_heads", int, 8),
+        Key("num_heads|num_attention_heads", "num_heads", int, 8),
         Key("relative_attention_num_buckets", "relative_buckets", int, 32),
         Key("relative_attention_max_distance", "relative_max_distance", int, 128),
         # T5 drops at every one of these places with the one rate
@@ -95,8 +95,6 @@ class T5Dialect(Dialect):
     )
     fixed = dict(positions="relative", norm="rms", norm_placement="pre", final_norm=True, final_norm_dropout=True,
                  scale_attention=False, bias=False, mlp_down_fp32=True, init_scheme="fan_in")
-    aliases = {"hidden_size": "d_model", "num_attention_heads": "num_heads", "num_hidden_layers": "num_layers",
-               "head_dim": "d_kv"}
 
     def config_for_weights(self, config: ModelConfig, tensors: dict[str, torch.Tensor]) -> ModelConfig:
         """An `lm_head.weight` unlike `shared.weight` makes the head untied, whatever config.json says."""
