@@ -4,6 +4,10 @@ A config says *how* the layers behave (norm placement, position scheme, gated ML
 model it is; a dialect (see `triformers/dialects/`) translates a checkpoint's config.json into these
 flags and back. Keys of the original config.json that triformers does not use are kept in `extra`,
 so that saving writes them back unchanged.
+
+`config.n_layer`, `config.d_model`, `config.use_cache`, ...: the checkpoint's own key names (and transformers'
+aliases of them) read as attributes, derived from the dialect's key table and `extra`; they are read-only, so that
+one fact lives in one field (setting one says which field to set).
 """
 
 from __future__ import annotations
@@ -22,7 +26,9 @@ ACTIVATIONS = ("gelu", "gelu_tanh", "relu", "silu")
 # anything is allocated (a 10**12 vocabulary would otherwise be an out-of-memory crash, not an error).
 LIMITS = {"vocab_size": 2**24, "hidden_size": 2**17, "num_layers": 2**12, "num_heads": 2**12,
           "intermediate_size": 2**20, "head_dim": 2**14, "num_decoder_layers": 2**12, "max_positions": 2**24,
-          "type_vocab_size": 2**20, "position_offset": 2**20, "num_labels": 2**24}
+          "type_vocab_size": 2**20, "position_offset": 2**20, "num_labels": 2**24, "num_decoder_heads": 2**12,
+          "decoder_intermediate_size": 2**20}
+OPTIONAL_SIZES = ("head_dim", "num_decoder_layers", "num_decoder_heads", "decoder_intermediate_size")
 
 
 @dataclass
@@ -37,6 +43,8 @@ class ModelConfig:
     intermediate_size: int
     head_dim: int | None = None  # None: hidden_size // num_heads (T5 allows others)
     num_decoder_layers: int | None = None  # encoder-decoder only; None: num_layers
+    num_decoder_heads: int | None = None  # encoder-decoder only: the decoder stack's heads; None: num_heads
+    decoder_intermediate_size: int | None = None  # encoder-decoder only: the decoder's MLP width; None: the encoder's
     max_positions: int = 0  # learned position table size; 0 for models without one
     position_offset: int = 0  # learned positions start here (BART: 2); RoBERTa counts from pad+1
     positions_from_padding: bool = False  # RoBERTa: positions count non-pad tokens, starting at pad+1
@@ -51,6 +59,7 @@ class ModelConfig:
     relative_buckets: int = 32
     relative_max_distance: int = 128
     activation: str = "gelu"  # gelu (erf) | gelu_tanh | relu | silu
+    mlm_activation: str | None = None  # the MLM head's; None: `activation` (RoBERTa's head is erf GELU whatever)
     gated_mlp: bool = False  # T5 v1.1: act(x W_gate) * (x W_up)
     scale_attention: bool = True  # multiply q.k by 1/sqrt(head_dim); T5 does not
     bias: bool = True  # linear layers (and LayerNorms) have biases
@@ -61,7 +70,9 @@ class ModelConfig:
     pooler: bool = False  # BERT pooler (dense + tanh on the first token)
     classifier: str = "linear"  # linear | pooled | dense_tanh: how sequence classification reads out
     classifier_token: str = "first"  # first | last (last non-pad) | eos (last EOS): the token classified
-    dropout: float = 0.1
+    dropout: float = 0.1  # on each residual branch (and the embeddings unless embedding_dropout says otherwise)
+    embedding_dropout: float | None = None  # after the embeddings; None: `dropout` (GPT-2: embd_pdrop; BLOOM: 0)
+    final_norm_dropout: bool = False  # `dropout` after the final norm too (T5; GPT-2 and BLOOM have none)
     activation_dropout: float = 0.0  # inside the MLP, after the activation (T5: dropout_rate; BART: its own)
     attention_dropout: float = 0.1
     classifier_dropout: float | None = None
@@ -77,6 +88,9 @@ class ModelConfig:
     id2label: dict[int, str] = field(default_factory=dict)
     problem_type: str | None = None  # regression | single_label_classification | multi_label_classification
     extra: dict[str, Any] = field(default_factory=dict)  # config.json keys triformers does not use
+    # the dialect's own keys as config.json spelled them: saving keeps a spelling (`gelu_pytorch_tanh`, an explicit
+    # `n_inner`) while it still means what the config says; not part of equality
+    source: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -95,6 +109,24 @@ class ModelConfig:
         return self.num_decoder_layers if self.num_decoder_layers is not None else self.num_layers
 
     @property
+    def decoder_heads(self) -> int:
+        """Heads of the decoder stack of an encoder-decoder (a decoder-only model has `num_heads`)."""
+        return self.num_decoder_heads if self.num_decoder_heads is not None else self.num_heads
+
+    @property
+    def decoder_head_dim(self) -> int:
+        return self.head_dim if self.head_dim is not None else self.hidden_size // self.decoder_heads
+
+    def decoder_stack(self) -> ModelConfig:
+        """The config the decoder stack of an encoder-decoder is built from: its own heads and MLP width
+        (BART's `decoder_attention_heads`, `decoder_ffn_dim`), everything else shared with the encoder."""
+        if self.num_decoder_heads is None and self.decoder_intermediate_size is None:
+            return self
+        width = self.decoder_intermediate_size or self.intermediate_size
+        return self.replace(num_heads=self.decoder_heads, intermediate_size=width, num_decoder_heads=None,
+                            decoder_intermediate_size=None)
+
+    @property
     def label2id(self) -> dict[str, int]:
         return {label: i for i, label in self.labels().items()}
 
@@ -108,7 +140,7 @@ class ModelConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ConfigError(f"{where}: {name} must be a positive integer, got {value!r}")
-        for name in ("head_dim", "num_decoder_layers"):
+        for name in OPTIONAL_SIZES:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
                 raise ConfigError(f"{where}: {name} must be a positive integer or None, got {value!r}")
@@ -120,19 +152,24 @@ class ModelConfig:
             value = getattr(self, name)
             if isinstance(value, int) and value > limit:
                 raise ConfigError(f"{where}: {name} = {value} is beyond any real model (at most {limit}); refused")
-        if self.head_dim is None and self.hidden_size % self.num_heads:
-            raise ConfigError(
-                f"{where}: hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}"
-            )
+        for name in ("num_heads", "num_decoder_heads"):
+            heads = getattr(self, name)
+            if self.head_dim is None and heads is not None and self.hidden_size % heads:
+                raise ConfigError(f"{where}: hidden_size {self.hidden_size} is not divisible by {name} {heads}")
         checks = (("norm", NORMS), ("norm_placement", PLACEMENTS), ("positions", POSITIONS),
                   ("activation", ACTIVATIONS))
         for name, allowed in checks:
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{where}: {name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if self.mlm_activation not in (None, *ACTIVATIONS):
+            raise ConfigError(f"{where}: mlm_activation must be None or one of {ACTIVATIONS}, "
+                              f"got {self.mlm_activation!r}")
         if self.positions == "learned" and self.max_positions <= 0:
             raise ConfigError(f"{where}: learned positions need max_positions > 0")
-        for name in ("dropout", "attention_dropout", "activation_dropout"):
+        for name in ("dropout", "attention_dropout", "activation_dropout", "embedding_dropout"):
             value = getattr(self, name)
+            if name == "embedding_dropout" and value is None:
+                continue
             if not isinstance(value, (int, float)) or not 0 <= value < 1:
                 raise ConfigError(f"{where}: {name} must be in [0, 1), got {value!r}")
         if not isinstance(self.num_labels, int) or self.num_labels <= 0:
@@ -152,3 +189,24 @@ class ModelConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    # -- the checkpoint's own names, read-only ----------------------------------------------------------
+    def __getattr__(self, name: str) -> Any:
+        """Called only for names that are not fields: config.json keys of the dialect (`n_layer`, `d_model`),
+        transformers' aliases of them (`num_hidden_layers`), keys kept in `extra`, and `is_encoder_decoder`."""
+        if name.startswith("_") or "source" not in self.__dict__:  # copy / pickle probing, or mid-construction
+            raise AttributeError(name)
+        from .dialects import checkpoint_attribute  # lazy: dialects sit above config in the layering
+
+        return checkpoint_attribute(self, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in FIELDS or name.startswith("_"):
+            object.__setattr__(self, name, value)
+            return
+        from .dialects import setting_error
+
+        raise AttributeError(setting_error(self, name))
+
+
+FIELDS = frozenset(f.name for f in dataclasses.fields(ModelConfig))

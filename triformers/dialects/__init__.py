@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..errors import ConfigError
 from .bart import BartDialect
-from .base import Dialect, Recipe, Rule, fused, read, transposed
+from .base import NULL, Dialect, Key, Recipe, Rule, fused, read, transposed
 from .bert import BertDialect, RobertaDialect
 from .bloom import BloomDialect
 from .gpt2 import GPT2Dialect
@@ -28,7 +28,22 @@ def get_dialect(model_type: str, where: str = "config") -> Dialect:
     return DIALECTS[model_type]
 
 
+def checkpoint_attribute(config, name: str):
+    """`config.<name>` for a name that is not a ModelConfig field (see `Dialect.attribute`)."""
+    if config.model_type not in DIALECTS:
+        raise AttributeError(f"ModelConfig has no field {name!r} (and model_type {config.model_type!r} no dialect)")
+    return DIALECTS[config.model_type].attribute(config, name)
+
+
+def setting_error(config, name: str) -> str:
+    """Why `config.<name> = value` is refused (see `Dialect.setting_error`)."""
+    if config.model_type not in DIALECTS:
+        return f"ModelConfig has no field {name!r}; a config.json key of your own goes in config.extra[{name!r}]"
+    return DIALECTS[config.model_type].setting_error(config, name)
+
+
 for _dialect in (BertDialect(), RobertaDialect(), GPT2Dialect(), BloomDialect(), T5Dialect(), BartDialect()):
     register(_dialect)
 
-__all__ = ["Dialect", "Recipe", "Rule", "fused", "transposed", "read", "register", "get_dialect", "DIALECTS"]
+__all__ = ["Dialect", "Key", "NULL", "Recipe", "Rule", "fused", "transposed", "read", "register", "get_dialect",
+           "DIALECTS", "checkpoint_attribute", "setting_error"]

@@ -4,7 +4,8 @@ Post-norm encoder-decoder (Lewis et al. 2020), learned positions whose table has
 (`BartLearnedPositionalEmbedding`: position p reads row p + 2), a LayerNorm on the embeddings of each
 stack (`layernorm_embedding`), optional sqrt(d_model) embedding scale, erf GELU, biases everywhere,
 an LM head tied to `shared` plus the `final_logits_bias` buffer, and a classification head over the
-decoder state at the last EOS. Head classes nest the body under `model.`.
+decoder state at the last EOS. Head classes nest the body under `model.`. The two stacks may differ in
+depth, heads and MLP width (distilled checkpoints); the decoder's are its own ModelConfig fields.
 """
 
 from __future__ import annotations
@@ -13,21 +14,19 @@ import math
 from typing import Any
 
 from ..config import ModelConfig
-from ..errors import ConfigError
-from .base import Dialect, Recipe, Rule, common_from_hf, common_to_hf, fused, read
-from .bert import ACTIVATION_BACK, activation
+from .base import Dialect, Key, Recipe, Rule, fused
+from .keys import activation, common_keys
 
 EMBEDDINGS = "shared.weight|encoder.embed_tokens.weight|decoder.embed_tokens.weight"
+LAYERDROP = (" (LayerDrop, skipping layers at random in training, is not implemented; inference is unaffected: "
+             "pass 0.0 for it to load)")
+UNTIED = (" (untied, transformers 5.24 gives the encoder, the decoder and the LM head embedding matrices of their "
+          "own; triformers shares one)")
 
 
-def same_for_both(hf: dict[str, Any], key: str, where: str, default: int) -> int:
-    """encoder_X and decoder_X must agree: one ModelConfig size serves both stacks."""
-    encoder = read(hf, f"encoder_{key}", int, where, default)
-    decoder = read(hf, f"decoder_{key}", int, where, default)
-    if encoder != decoder:
-        raise ConfigError(f"{where}: encoder_{key} ({encoder}) differs from decoder_{key} ({decoder}); "
-                          "triformers needs the same value for both stacks")
-    return encoder
+def decoder_size(encoder_key: str) -> Any:
+    """Key load for a decoder size: None (the encoder's, and following it) unless it differs."""
+    return lambda value, read: None if value == read[encoder_key] else value
 
 
 class BartDialect(Dialect):
@@ -40,59 +39,39 @@ class BartDialect(Dialect):
                      "sequence_classification": "BartForSequenceClassification"}
     # the tied LM head (a copy of `shared`) and fairseq's version buffers
     ignore = (r"^lm_head\.weight$", r"^(encoder|decoder)\.version$")
-
-    def config_from_hf(self, hf: dict[str, Any], where: str) -> ModelConfig:
-        d_model = read(hf, "d_model", int, where, 1024)
-        common = common_from_hf(hf, where)
-        if "id2label" not in hf and "num_labels" not in hf:
-            common["num_labels"] = 3  # BartConfig's default (MNLI)
-        defaults = dict(pad_token_id=1, bos_token_id=0, eos_token_id=2, decoder_start_token_id=2,
-                        forced_eos_token_id=2)
-        for key, value in defaults.items():
-            if key not in hf:
-                common[key] = value
-        return ModelConfig(
-            model_type=self.model_type,
-            vocab_size=read(hf, "vocab_size", int, where, 50265),
-            hidden_size=d_model,
-            num_layers=read(hf, "encoder_layers", int, where, 12),
-            num_decoder_layers=read(hf, "decoder_layers", int, where, 12),
-            num_heads=same_for_both(hf, "attention_heads", where, 16),
-            intermediate_size=same_for_both(hf, "ffn_dim", where, 4096),
-            max_positions=read(hf, "max_position_embeddings", int, where, 1024),
-            position_offset=2,
-            norm_eps=1e-5,  # BART's nn.LayerNorm default; config.json has no key for it
-            norm_placement="post",
-            embedding_norm=True,
-            embedding_scale=math.sqrt(d_model) if read(hf, "scale_embedding", bool, where, False) else 1.0,
-            activation=activation(hf, "activation_function", where, "gelu"),
-            bias=True,
-            tie_word_embeddings=read(hf, "tie_word_embeddings", bool, where, True),
-            final_logits_bias=True,
-            classifier="dense_tanh",
-            classifier_token="eos",
-            dropout=read(hf, "dropout", float, where, 0.1),
-            attention_dropout=read(hf, "attention_dropout", float, where, 0.0),
-            activation_dropout=read(hf, "activation_dropout", float, where, 0.0),
-            classifier_dropout=read(hf, "classifier_dropout", float, where, 0.0),
-            initializer_range=read(hf, "init_std", float, where, 0.02),
-            **common,
-        )
-
-    def config_to_hf(self, config: ModelConfig) -> dict[str, Any]:
-        out = dict(
-            vocab_size=config.vocab_size, d_model=config.hidden_size, encoder_layers=config.num_layers,
-            decoder_layers=config.decoder_layers, max_position_embeddings=config.max_positions,
-            scale_embedding=config.embedding_scale != 1.0, activation_function=ACTIVATION_BACK[config.activation],
-            dropout=config.dropout, attention_dropout=config.attention_dropout,
-            activation_dropout=config.activation_dropout,
-            classifier_dropout=config.classifier_dropout, init_std=config.initializer_range,
-            tie_word_embeddings=config.tie_word_embeddings, is_encoder_decoder=True, **common_to_hf(config),
-        )
-        for stack in ("encoder", "decoder"):
-            out[f"{stack}_attention_heads"] = config.num_heads
-            out[f"{stack}_ffn_dim"] = config.intermediate_size
-        return out
+    # BartConfig (transformers 5.24 configuration_bart.py); second names: its attribute_map, read from config.json too
+    keys = (
+        Key("vocab_size", "vocab_size", int, 50265),
+        Key("max_position_embeddings", "max_positions", int, 1024),
+        Key("encoder_layers|num_hidden_layers", "num_layers", int, 12),
+        Key("encoder_ffn_dim", "intermediate_size", int, 4096),
+        Key("encoder_attention_heads|num_attention_heads", "num_heads", int, 16),
+        Key("decoder_layers", "num_decoder_layers", int, 12),
+        Key("decoder_ffn_dim", "decoder_intermediate_size", int, 4096, load=decoder_size("encoder_ffn_dim"),
+            save=lambda c: c.decoder_intermediate_size or c.intermediate_size),
+        Key("decoder_attention_heads", "num_decoder_heads", int, 16, load=decoder_size("encoder_attention_heads"),
+            save=lambda c: c.decoder_heads),
+        Key("encoder_layerdrop", None, float, 0.0, only=(0.0,), why=LAYERDROP),
+        Key("decoder_layerdrop", None, float, 0.0, only=(0.0,), why=LAYERDROP),
+        Key("activation_function", "activation", str, "gelu", **activation()),
+        Key("d_model|hidden_size", "hidden_size", int, 1024),
+        Key("dropout", "dropout", float, 0.1),
+        Key("attention_dropout", "attention_dropout", float, 0.0),
+        Key("activation_dropout", "activation_dropout", float, 0.0),
+        Key("init_std", "initializer_range", float, 0.02),
+        Key("classifier_dropout", "classifier_dropout", float, 0.0),
+        Key("scale_embedding", "embedding_scale", bool, False,
+            load=lambda value, read: math.sqrt(read["d_model"]) if value else 1.0,
+            save=lambda c: c.embedding_scale != 1.0),
+        Key("is_encoder_decoder", None, bool, True, only=(True,)),
+        Key("tie_word_embeddings", "tie_word_embeddings", bool, True, only=(True,), why=UNTIED),
+        *common_keys(pad=1, bos=0, eos=2, decoder_start=2, forced_eos=2, num_labels=3,
+                     fields=("pad_token_id", "bos_token_id", "eos_token_id", "decoder_start_token_id",
+                             "forced_eos_token_id")),
+    )
+    # BART's nn.LayerNorm default eps (config.json has no key for it); positions read row p + 2
+    fixed = dict(position_offset=2, norm_eps=1e-5, norm_placement="post", embedding_norm=True, final_logits_bias=True,
+                 classifier="dense_tanh", classifier_token="eos")
 
     def rules(self, config: ModelConfig, head: str | None) -> list[Rule]:
         rules = [Rule("embed_tokens.weight", (EMBEDDINGS,))]

@@ -11,18 +11,34 @@ from typing import Any
 
 from ..config import ModelConfig
 from ..errors import ConfigError
-from .base import Dialect, Recipe, Rule, common_from_hf, common_to_hf, fused, read
+from .base import NULL, Dialect, Key, Recipe, Rule, fused
+from .keys import activation, common_keys
 
-ACTIVATION_NAMES = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
-                    "relu": "relu", "silu": "silu", "swish": "silu"}
-ACTIVATION_BACK = {"gelu": "gelu", "gelu_tanh": "gelu_new", "relu": "relu", "silu": "silu"}
+# BertConfig / RobertaConfig keys that select a variant triformers does not build
+DECODER_ONLY = " (BertLMHeadModel's causal decoder and cross-attention are not implemented)"
 
 
-def activation(hf: dict[str, Any], key: str, where: str, default: str) -> str:
-    name = read(hf, key, str, where, default)
-    if name not in ACTIVATION_NAMES:
-        raise ConfigError(f"{where}: {key} {name!r} is not supported; use one of {sorted(ACTIVATION_NAMES)}")
-    return ACTIVATION_NAMES[name]
+def encoder_keys(vocab_size: int, type_vocab_size: int, **ids: Any) -> tuple[Key, ...]:
+    """BertConfig's keys (RobertaConfig has the same, with other defaults): transformers 5.24 configuration_bert.py."""
+    return (
+        Key("vocab_size", "vocab_size", int, vocab_size),
+        Key("hidden_size", "hidden_size", int, 768),
+        Key("num_hidden_layers", "num_layers", int, 12),
+        Key("num_attention_heads", "num_heads", int, 12),
+        Key("intermediate_size", "intermediate_size", int, 3072),
+        Key("hidden_act", "activation", str, "gelu", **activation()),
+        Key("hidden_dropout_prob", "dropout", float, 0.1),
+        Key("attention_probs_dropout_prob", "attention_dropout", float, 0.1),
+        Key("max_position_embeddings", "max_positions", int, 512),
+        Key("type_vocab_size", "type_vocab_size", int, type_vocab_size),
+        Key("initializer_range", "initializer_range", float, 0.02),
+        Key("layer_norm_eps", "norm_eps", float, 1e-12),
+        Key("classifier_dropout", "classifier_dropout", (float, NULL), None),  # None: hidden_dropout_prob
+        Key("is_decoder", None, bool, False, only=(False,), why=DECODER_ONLY),
+        Key("add_cross_attention", None, bool, False, only=(False,), why=DECODER_ONLY),
+        Key("tie_word_embeddings", "tie_word_embeddings", bool, True),
+        *common_keys(**ids),
+    )
 
 
 class BertDialect(Dialect):
@@ -35,47 +51,9 @@ class BertDialect(Dialect):
                      "token_classification": "BertForTokenClassification",
                      "question_answering": "BertForQuestionAnswering"}
     ignore = (r"position_ids$", r"^cls\.predictions\.decoder\.(weight|bias)$", r"^cls\.seq_relationship\.")
-    positions_from_padding = False
-    classifier = "pooled"
-    defaults = dict(vocab_size=30522, pad_token_id=0, type_vocab_size=2)
-
-    def config_from_hf(self, hf: dict[str, Any], where: str) -> ModelConfig:
-        d = self.defaults
-        return ModelConfig(
-            model_type=self.model_type,
-            vocab_size=read(hf, "vocab_size", int, where, d["vocab_size"]),
-            hidden_size=read(hf, "hidden_size", int, where, 768),
-            num_layers=read(hf, "num_hidden_layers", int, where, 12),
-            num_heads=read(hf, "num_attention_heads", int, where, 12),
-            intermediate_size=read(hf, "intermediate_size", int, where, 3072),
-            max_positions=read(hf, "max_position_embeddings", int, where, 512),
-            positions_from_padding=self.positions_from_padding,
-            type_vocab_size=read(hf, "type_vocab_size", int, where, d["type_vocab_size"]),
-            norm_eps=read(hf, "layer_norm_eps", float, where, 1e-12),
-            norm_placement="post",
-            embedding_norm=True,
-            activation=activation(hf, "hidden_act", where, "gelu"),
-            pooler=True,
-            classifier=self.classifier,
-            classifier_token="first",
-            dropout=read(hf, "hidden_dropout_prob", float, where, 0.1),
-            attention_dropout=read(hf, "attention_probs_dropout_prob", float, where, 0.1),
-            classifier_dropout=read(hf, "classifier_dropout", float, where, None),
-            initializer_range=read(hf, "initializer_range", float, where, 0.02),
-            tie_word_embeddings=read(hf, "tie_word_embeddings", bool, where, True),
-            **{**common_from_hf(hf, where), "pad_token_id": read(hf, "pad_token_id", int, where, d["pad_token_id"])},
-        )
-
-    def config_to_hf(self, config: ModelConfig) -> dict[str, Any]:
-        return dict(
-            vocab_size=config.vocab_size, hidden_size=config.hidden_size, num_hidden_layers=config.num_layers,
-            num_attention_heads=config.num_heads, intermediate_size=config.intermediate_size,
-            max_position_embeddings=config.max_positions, type_vocab_size=config.type_vocab_size,
-            layer_norm_eps=config.norm_eps, hidden_act=ACTIVATION_BACK[config.activation],
-            hidden_dropout_prob=config.dropout, attention_probs_dropout_prob=config.attention_dropout,
-            classifier_dropout=config.classifier_dropout, initializer_range=config.initializer_range,
-            tie_word_embeddings=config.tie_word_embeddings, **common_to_hf(config),
-        )
+    keys = encoder_keys(30522, 2, pad=0)
+    fixed = dict(norm_placement="post", embedding_norm=True, pooler=True, classifier="pooled",
+                 classifier_token="first")
 
     # names of the heads in checkpoints
     mlm_names = {"mlm.dense.weight": "cls.predictions.transform.dense.weight",
@@ -128,16 +106,16 @@ class BertDialect(Dialect):
 
 class RobertaDialect(BertDialect):
     model_type = "roberta"
-    recipe = Recipe("mlm", "roberta")
+    recipe = Recipe("mlm", "roberta", config=(("type_vocab_size", 1),))  # as roberta-base (RobertaConfig says 2)
     base_prefix = "roberta."
     architectures = {None: "RobertaModel", "mlm": "RobertaForMaskedLM",
                      "sequence_classification": "RobertaForSequenceClassification",
                      "token_classification": "RobertaForTokenClassification",
                      "question_answering": "RobertaForQuestionAnswering"}
     ignore = (r"position_ids$", r"^lm_head\.decoder\.(weight|bias)$")
-    positions_from_padding = True
-    classifier = "dense_tanh"
-    defaults = dict(vocab_size=50265, pad_token_id=1, type_vocab_size=1)
+    keys = encoder_keys(50265, 2, pad=1, bos=0, eos=2)
+    # positions count non-pad tokens from pad + 1; `RobertaLMHead` applies erf GELU whatever hidden_act says
+    fixed = dict(BertDialect.fixed, positions_from_padding=True, classifier="dense_tanh", mlm_activation="gelu")
     mlm_names = {"mlm.dense.weight": "lm_head.dense.weight", "mlm.dense.bias": "lm_head.dense.bias",
                  "mlm.norm.weight": "lm_head.layer_norm.weight", "mlm.norm.bias": "lm_head.layer_norm.bias",
                  "mlm.bias": "lm_head.bias", "mlm.decoder.weight": "lm_head.decoder.weight"}

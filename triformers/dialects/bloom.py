@@ -15,13 +15,11 @@ The one layout difference: `query_key_value` fuses q, k, v interleaved per head,
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
 from ..config import ModelConfig
-from ..errors import ConfigError
-from .base import Dialect, Recipe, Rule, common_from_hf, common_to_hf, read
+from .base import Dialect, Key, Recipe, Rule
+from .keys import common_keys
 
 
 def _qkv_to_ours(tensors: tuple[torch.Tensor, ...], config: ModelConfig) -> torch.Tensor:
@@ -52,46 +50,31 @@ class BloomDialect(Dialect):
     # transformers v5 omits the tied lm_head on save; older checkpoints carry it as a copy of the embeddings
     ignore = (r"^lm_head\.weight$",)
 
-    def config_from_hf(self, hf: dict[str, Any], where: str) -> ModelConfig:
-        if read(hf, "apply_residual_connection_post_layernorm", bool, where, False):
-            raise ConfigError(f"{where}: BLOOM option apply_residual_connection_post_layernorm=true is not "
-                              "supported (the residual would start from the normed input)")
-        # older BLOOM configs name the width `n_embed` (BloomConfig.__post_init__ lets it win)
-        hidden = read(hf, "n_embed", int, where, None) or read(hf, "hidden_size", int, where, 64)
-        # pretraining_tp / slow_but_exact only split the output matmuls into slices summed one by one:
-        # the same function up to float rounding, so they are kept in `extra` and written back unchanged.
-        return ModelConfig(
-            model_type=self.model_type,
-            vocab_size=read(hf, "vocab_size", int, where, 250880),
-            hidden_size=hidden,
-            num_layers=read(hf, "n_layer", int, where, 2),
-            num_heads=read(hf, "n_head", int, where, 8),
-            intermediate_size=4 * hidden,  # BloomMLP is always 4 * hidden (config's n_inner is unused)
-            max_positions=0,
-            positions="alibi",
-            norm_eps=read(hf, "layer_norm_epsilon", float, where, 1e-5),
-            norm_placement="pre",
-            embedding_norm=True,
-            final_norm=True,
-            activation="gelu_tanh",
-            dropout=read(hf, "hidden_dropout", float, where, 0.0),
-            attention_dropout=read(hf, "attention_dropout", float, where, 0.0),
-            classifier="linear",
-            classifier_token="last",
-            initializer_range=read(hf, "initializer_range", float, where, 0.02),
-            tie_word_embeddings=read(hf, "tie_word_embeddings", bool, where, True),
-            **{**common_from_hf(hf, where), "bos_token_id": read(hf, "bos_token_id", int, where, 1),
-               "eos_token_id": read(hf, "eos_token_id", (int, list), where, 2)},
-        )
-
-    def config_to_hf(self, config: ModelConfig) -> dict[str, Any]:
-        return dict(
-            vocab_size=config.vocab_size, hidden_size=config.hidden_size, n_layer=config.num_layers,
-            n_head=config.num_heads, layer_norm_epsilon=config.norm_eps,
-            apply_residual_connection_post_layernorm=False, hidden_dropout=config.dropout,
-            attention_dropout=config.attention_dropout, initializer_range=config.initializer_range,
-            tie_word_embeddings=config.tie_word_embeddings, **common_to_hf(config),
-        )
+    # BloomConfig (transformers 5.24 configuration_bloom.py)
+    keys = (
+        Key("vocab_size", "vocab_size", int, 250880),
+        # older configs name the width `n_embed`; BloomMLP is always 4 * hidden (no n_inner)
+        Key("hidden_size|n_embed", ("hidden_size", "intermediate_size"), int, 64,
+            load=lambda value, read: (value, 4 * value), save=lambda c: c.hidden_size),
+        Key("n_layer|num_hidden_layers", "num_layers", int, 2),  # second names: BloomConfig's attribute_map
+        Key("n_head|num_attention_heads", "num_heads", int, 8),
+        Key("layer_norm_epsilon", "norm_eps", float, 1e-5),
+        Key("initializer_range", "initializer_range", float, 0.02),
+        Key("apply_residual_connection_post_layernorm", None, bool, False, only=(False,),
+            why=" (the residual would start from the normed input)"),
+        Key("hidden_dropout", "dropout", float, 0.0),
+        Key("attention_dropout", "attention_dropout", float, 0.0),
+        Key("tie_word_embeddings", "tie_word_embeddings", bool, True),
+        # Megatron's tensor-parallel degree: read by transformers only on the slow path below
+        Key("pretraining_tp", None, int, 1),
+        Key("slow_but_exact", None, bool, False, only=lambda value, read: not value or read["pretraining_tp"] == 1,
+            why=" with pretraining_tp > 1: transformers 5.24 then sums the output projections of attention and MLP "
+                "in slices and leaves out their biases (BloomAttention / BloomMLP); triformers adds them"),
+        *common_keys(bos=1, eos=2),
+    )
+    # no dropout on the embeddings (BloomModel has none), no learned positions but ALiBi
+    fixed = dict(max_positions=0, positions="alibi", norm_placement="pre", embedding_norm=True, final_norm=True,
+                 activation="gelu_tanh", embedding_dropout=0.0, classifier="linear", classifier_token="last")
 
     def rules(self, config: ModelConfig, head: str | None) -> list[Rule]:
         h, ours = "h.{}.", "decoder.layers.{}."

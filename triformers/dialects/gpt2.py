@@ -8,12 +8,11 @@ causal-mask buffers, not weights, and are dropped.
 
 from __future__ import annotations
 
-from typing import Any
-
 from ..config import ModelConfig
-from ..errors import ConfigError
-from .base import Dialect, Recipe, Rule, common_from_hf, common_to_hf, read, transposed
-from .bert import ACTIVATION_BACK, activation
+from .base import NULL, Dialect, Key, Recipe, Rule, transposed
+from .keys import activation, common_keys
+
+UNSUPPORTED = " (not implemented by triformers)"
 
 
 class GPT2Dialect(Dialect):
@@ -24,44 +23,35 @@ class GPT2Dialect(Dialect):
     architectures = {None: "GPT2Model", "lm": "GPT2LMHeadModel",
                      "sequence_classification": "GPT2ForSequenceClassification"}
     ignore = (r"attn\.bias$", r"attn\.masked_bias$", r"^lm_head\.weight$")
-
-    def config_from_hf(self, hf: dict[str, Any], where: str) -> ModelConfig:
-        for flag in ("scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn", "add_cross_attention"):
-            if hf.get(flag):
-                raise ConfigError(f"{where}: GPT-2 option {flag}=true is not supported")
-        hidden = read(hf, "n_embd", int, where, 768)
-        return ModelConfig(
-            model_type=self.model_type,
-            vocab_size=read(hf, "vocab_size", int, where, 50257),
-            hidden_size=hidden,
-            num_layers=read(hf, "n_layer", int, where, 12),
-            num_heads=read(hf, "n_head", int, where, 12),
-            intermediate_size=read(hf, "n_inner", int, where, None) or 4 * hidden,
-            max_positions=read(hf, "n_positions", int, where, 1024),
-            norm_eps=read(hf, "layer_norm_epsilon", float, where, 1e-5),
-            norm_placement="pre",
-            final_norm=True,
-            activation=activation(hf, "activation_function", where, "gelu_new"),
-            scale_attention=read(hf, "scale_attn_weights", bool, where, True),
-            dropout=read(hf, "resid_pdrop", float, where, 0.1),
-            attention_dropout=read(hf, "attn_pdrop", float, where, 0.1),
-            classifier="linear",
-            classifier_token="last",
-            initializer_range=read(hf, "initializer_range", float, where, 0.02),
-            tie_word_embeddings=read(hf, "tie_word_embeddings", bool, where, True),
-            **{**common_from_hf(hf, where), "bos_token_id": read(hf, "bos_token_id", int, where, 50256),
-               "eos_token_id": read(hf, "eos_token_id", (int, list), where, 50256)},
-        )
-
-    def config_to_hf(self, config: ModelConfig) -> dict[str, Any]:
-        return dict(
-            vocab_size=config.vocab_size, n_embd=config.hidden_size, n_layer=config.num_layers,
-            n_head=config.num_heads, n_inner=config.intermediate_size, n_positions=config.max_positions,
-            layer_norm_epsilon=config.norm_eps, activation_function=ACTIVATION_BACK[config.activation],
-            scale_attn_weights=config.scale_attention, resid_pdrop=config.dropout, embd_pdrop=config.dropout,
-            attn_pdrop=config.attention_dropout, initializer_range=config.initializer_range,
-            tie_word_embeddings=config.tie_word_embeddings, **common_to_hf(config),
-        )
+    # GPT2Config (transformers 5.24 configuration_gpt2.py); summary_* (GPT2DoubleHeadsModel) stay in `extra`
+    keys = (
+        Key("vocab_size", "vocab_size", int, 50257),
+        # second names: GPT2Config's attribute_map, which transformers also reads from config.json
+        Key("n_positions|max_position_embeddings", "max_positions", int, 1024),
+        Key("n_embd|hidden_size", "hidden_size", int, 768),
+        Key("n_layer|num_hidden_layers", "num_layers", int, 12),
+        Key("n_head|num_attention_heads", "num_heads", int, 12),
+        # null: 4 * n_embd; a width of exactly 4 * n_embd is written as null (GPT2MLP reads it so)
+        Key("n_inner", "intermediate_size", (int, NULL), None,
+            load=lambda value, read: 4 * read["n_embd"] if value is None else value,
+            save=lambda c: None if c.intermediate_size == 4 * c.hidden_size else c.intermediate_size),
+        Key("activation_function", "activation", str, "gelu_new", **activation()),
+        Key("resid_pdrop", "dropout", float, 0.1),
+        # GPT2Model.drop; None while it equals resid_pdrop, so that changing `dropout` changes both
+        Key("embd_pdrop", "embedding_dropout", float, 0.1,
+            load=lambda value, read: None if value == read["resid_pdrop"] else value,
+            save=lambda c: c.dropout if c.embedding_dropout is None else c.embedding_dropout),
+        Key("attn_pdrop", "attention_dropout", float, 0.1),
+        Key("layer_norm_epsilon", "norm_eps", float, 1e-5),
+        Key("initializer_range", "initializer_range", float, 0.02),
+        Key("scale_attn_weights", "scale_attention", bool, True),
+        Key("scale_attn_by_inverse_layer_idx", None, bool, False, only=(False,), why=UNSUPPORTED),
+        Key("reorder_and_upcast_attn", None, bool, False, only=(False,), why=UNSUPPORTED),
+        Key("add_cross_attention", None, bool, False, only=(False,), why=UNSUPPORTED),
+        Key("tie_word_embeddings", "tie_word_embeddings", bool, True),
+        *common_keys(bos=50256, eos=50256),
+    )
+    fixed = dict(norm_placement="pre", final_norm=True, classifier="linear", classifier_token="last")
 
     def rules(self, config: ModelConfig, head: str | None) -> list[Rule]:
         h, ours = "h.{}.", "decoder.layers.{}."

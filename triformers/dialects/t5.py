@@ -11,6 +11,8 @@ Tying and scaling follow transformers 5.24 (`T5Config.__post_init__`, `modeling_
 is scaled unless config.json says `tie_word_embeddings: false` (an explicit `scale_decoder_outputs`
 wins), and the head is tied unless the checkpoint carries an `lm_head.weight` that differs from
 `shared.weight` (transformers 5.24 writes `tie_word_embeddings: true` even for untied models).
+The MLP is what `feed_forward_proj` says unless config.json has `dense_act_fn` / `is_gated_act`, which
+T5Config derives from it but lets an explicit key override, as here.
 """
 
 from __future__ import annotations
@@ -21,32 +23,35 @@ import torch
 
 from ..config import ModelConfig
 from ..errors import ConfigError
-from .base import Dialect, Recipe, Rule, common_from_hf, common_to_hf, fused, read
-from .bert import ACTIVATION_BACK, ACTIVATION_NAMES
+from .base import NULL, Dialect, Key, Recipe, Rule, fused
+from .keys import ACTIVATION_BACK, ACTIVATION_NAMES, activation, common_keys
 
 EMBEDDINGS = "shared.weight|encoder.embed_tokens.weight|decoder.embed_tokens.weight"
 
 
-def feed_forward(hf: dict[str, Any], where: str) -> tuple[str, bool]:
+def feed_forward(proj: str, read: dict[str, Any]) -> tuple[str, bool]:
     """`feed_forward_proj` ("relu", "gated-gelu", "gated-silu", ...) -> (activation, gated)."""
-    proj = read(hf, "feed_forward_proj", str, where, "relu")
     parts = proj.split("-")
     gated = parts[0] == "gated"
     if (len(parts) == 2 and not gated) or len(parts) > 2 or parts[-1] not in ACTIVATION_NAMES:
-        raise ConfigError(f"{where}: feed_forward_proj {proj!r} is not supported; use 'ACT' or 'gated-ACT' "
-                          f"with ACT one of {sorted(ACTIVATION_NAMES)}")
+        raise ValueError(f"{proj!r} is not supported; use 'ACT' or 'gated-ACT' with ACT one of "
+                         f"{sorted(ACTIVATION_NAMES)}")
     if proj == "gated-gelu":  # transformers' backwards-compatible alias: the tanh approximation
         return "gelu_tanh", True
     return ACTIVATION_NAMES[parts[-1]], gated
 
 
 def feed_forward_to_hf(config: ModelConfig) -> str:
+    """The inverse; a gated erf GELU has no name of its own: "gated-gelu" with `dense_act_fn: gelu` says it."""
     if not config.gated_mlp:
         return ACTIVATION_BACK[config.activation]
-    if config.activation == "gelu":  # "gated-gelu" means tanh GELU to transformers; erf has no name
-        raise ConfigError(f"config ({config.model_type}): a gated erf-GELU MLP cannot be written as T5 "
-                          "feed_forward_proj; use activation='gelu_tanh'")
-    return "gated-gelu" if config.activation == "gelu_tanh" else "gated-" + ACTIVATION_BACK[config.activation]
+    return "gated-gelu" if config.activation.startswith("gelu") else "gated-" + ACTIVATION_BACK[config.activation]
+
+
+def dense_act_fn(read: dict[str, Any]) -> str:
+    """T5Config's `dense_act_fn` when config.json has none: from feed_forward_proj."""
+    proj = read["feed_forward_proj"]
+    return "gelu_new" if proj == "gated-gelu" else proj.split("-")[-1]
 
 
 class T5Dialect(Dialect):
@@ -59,62 +64,37 @@ class T5Dialect(Dialect):
     # bias table old checkpoints carry in cross-attention, which T5 never uses
     ignore = (r"^lm_head\.weight$", r"^decoder\.block\.0\.layer\.1\.EncDecAttention\.relative_attention_bias\.weight$")
 
-    def config_from_hf(self, hf: dict[str, Any], where: str) -> ModelConfig:
-        d_model = read(hf, "d_model", int, where, 512)
-        activation, gated = feed_forward(hf, where)
-        tied = read(hf, "tie_word_embeddings", bool, where, True)
-        scaled = read(hf, "scale_decoder_outputs", bool, where, tied)
-        common = common_from_hf(hf, where)
-        common["pad_token_id"] = read(hf, "pad_token_id", int, where, 0)
-        common["eos_token_id"] = read(hf, "eos_token_id", (int, list), where, 1)
-        if common["decoder_start_token_id"] is None:  # T5 starts decoding from the pad token
-            common["decoder_start_token_id"] = common["pad_token_id"]
-        return ModelConfig(
-            model_type=self.model_type,
-            vocab_size=read(hf, "vocab_size", int, where, 32128),
-            hidden_size=d_model,
-            head_dim=read(hf, "d_kv", int, where, 64),
-            intermediate_size=read(hf, "d_ff", int, where, 2048),
-            num_layers=read(hf, "num_layers", int, where, 6),
-            num_decoder_layers=read(hf, "num_decoder_layers", int, where, None),
-            num_heads=read(hf, "num_heads", int, where, 8),
-            positions="relative",
-            relative_buckets=read(hf, "relative_attention_num_buckets", int, where, 32),
-            relative_max_distance=read(hf, "relative_attention_max_distance", int, where, 128),
-            norm="rms",
-            norm_eps=read(hf, "layer_norm_epsilon", float, where, 1e-6),
-            norm_placement="pre",
-            final_norm=True,
-            activation=activation,
-            gated_mlp=gated,
-            scale_attention=False,
-            bias=False,
-            tie_word_embeddings=tied,
-            output_scale=d_model ** -0.5 if scaled else 1.0,
-            mlp_down_fp32=True,
-            dropout=read(hf, "dropout_rate", float, where, 0.1),
-            attention_dropout=read(hf, "dropout_rate", float, where, 0.1),
-            activation_dropout=read(hf, "dropout_rate", float, where, 0.1),
-            classifier_dropout=read(hf, "classifier_dropout", float, where, 0.0),
-            initializer_range=read(hf, "initializer_factor", float, where, 1.0),
-            init_scheme="fan_in",
-            **common,
-        )
-
-    def config_to_hf(self, config: ModelConfig) -> dict[str, Any]:
-        proj = feed_forward_to_hf(config)
-        return dict(
-            vocab_size=config.vocab_size, d_model=config.hidden_size, d_kv=config.attention_head_dim,
-            d_ff=config.intermediate_size, num_layers=config.num_layers, num_decoder_layers=config.decoder_layers,
-            num_heads=config.num_heads, relative_attention_num_buckets=config.relative_buckets,
-            relative_attention_max_distance=config.relative_max_distance, layer_norm_epsilon=config.norm_eps,
-            feed_forward_proj=proj, dense_act_fn="gelu_new" if proj == "gated-gelu" else proj.split("-")[-1],
-            is_gated_act=config.gated_mlp, dropout_rate=config.dropout, initializer_factor=config.initializer_range,
-            classifier_dropout=config.classifier_dropout,
-            # transformers reads scaling from both keys and ties by the weights (see the docstring)
-            tie_word_embeddings=config.tie_word_embeddings, scale_decoder_outputs=config.output_scale != 1.0,
-            is_encoder_decoder=True, **common_to_hf(config),
-        )
+    # T5Config (transformers 5.24 configuration_t5.py); second names: its attribute_map, read from config.json too
+    keys = (
+        Key("vocab_size", "vocab_size", int, 32128),
+        Key("d_model|hidden_size", "hidden_size", int, 512),
+        Key("d_kv|head_dim", "head_dim", int, 64),
+        Key("d_ff", "intermediate_size", int, 2048),
+        Key("num_layers|num_hidden_layers", "num_layers", int, 6),
+        Key("num_decoder_layers", "num_decoder_layers", (int, NULL), None,
+            load=lambda value, read: read["num_layers"] if value is None else value),
+        Key("num_heads|num_attention_heads", "num_heads", int, 8),
+        Key("relative_attention_num_buckets", "relative_buckets", int, 32),
+        Key("relative_attention_max_distance", "relative_max_distance", int, 128),
+        # T5 drops at every one of these places with the one rate
+        Key("dropout_rate", ("dropout", "attention_dropout", "activation_dropout"), float, 0.1,
+            load=lambda value, read: (value, value, value), save=lambda c: c.dropout),
+        Key("layer_norm_epsilon", "norm_eps", float, 1e-6),
+        Key("initializer_factor", "initializer_range", float, 1.0),
+        Key("feed_forward_proj", ("activation", "gated_mlp"), str, "relu", load=feed_forward, save=feed_forward_to_hf),
+        Key("dense_act_fn", "activation", str, dense_act_fn, **activation()),
+        Key("is_gated_act", "gated_mlp", bool, lambda read: read["feed_forward_proj"].startswith("gated-")),
+        Key("is_encoder_decoder", None, bool, True, only=(True,)),
+        Key("classifier_dropout", "classifier_dropout", float, 0.0),
+        Key("tie_word_embeddings", "tie_word_embeddings", bool, True),
+        Key("scale_decoder_outputs", "output_scale", bool, lambda read: read["tie_word_embeddings"],
+            load=lambda value, read: read["d_model"] ** -0.5 if value else 1.0, save=lambda c: c.output_scale != 1.0),
+        # T5 starts decoding from the pad token; always written: transformers' T5 cannot shift labels without it
+        *common_keys(pad=0, eos=1, decoder_start=lambda read: read["pad_token_id"],
+                     fields=("pad_token_id", "eos_token_id", "decoder_start_token_id")),
+    )
+    fixed = dict(positions="relative", norm="rms", norm_placement="pre", final_norm=True, final_norm_dropout=True,
+                 scale_attention=False, bias=False, mlp_down_fp32=True, init_scheme="fan_in")
 
     def config_for_weights(self, config: ModelConfig, tensors: dict[str, torch.Tensor]) -> ModelConfig:
         """An `lm_head.weight` unlike `shared.weight` makes the head untied, whatever config.json says."""

@@ -45,7 +45,7 @@ class Runner:
             if padded:  # a mask over prompt + new positions; steps read its prefix
                 self.mask = torch.cat([mask, mask.new_ones(B, total_length - L)], dim=1)  # (B, total)
             layers = config.num_layers
-        self.cache = (KVCache(layers, B, config.num_heads, config.attention_head_dim, total_length,
+        self.cache = (KVCache(layers, B, config.decoder_heads, config.decoder_head_dim, total_length,
                               model.dtype, device) if use_cache else None)
 
     def logits(self, tokens: torch.Tensor, cur: int) -> torch.Tensor:

@@ -20,6 +20,7 @@ from torch import nn
 
 from ..config import ModelConfig
 from ..dialects import Dialect, get_dialect
+from ..dialects.base import WRITTEN_BY_SAVER
 from ..errors import ConfigError
 from . import hub
 from .files import atomic_write, read_json, write_json
@@ -29,8 +30,6 @@ from .weights import SAFE_WEIGHTS, read_weights
 logger = logging.getLogger("triformers")
 # Ignored with a warning: config.json asks for code to be imported from the model folder or the hub.
 REMOTE_CODE_KEYS = ("auto_map",)
-# Keys every config.json may carry that no dialect reads: written by whoever saved it, rewritten on save.
-WRITTEN_BY_SAVER = ("model_type", "architectures", "transformers_version", "dtype", "torch_dtype", "label2id")
 
 
 @dataclass
@@ -58,20 +57,33 @@ def read_config(folder: Path, overrides: dict[str, Any] | None = None) -> tuple[
     if overrides.pop("trust_remote_code", False):
         raise ConfigError(f"{path}: trust_remote_code=True is refused: triformers never runs code from a model "
                           "folder or the hub, it loads its built-in dialects only (drop the argument)")
+    model_type = overrides.get("model_type", hf.get("model_type"))
+    if not isinstance(model_type, str):
+        raise ConfigError(f"{path}: missing or invalid 'model_type' (got {model_type!r})")
+    dialect = get_dialect(model_type, where=str(path))
+    _override(hf, overrides, dialect)
+    config = dialect.config_from_hf(hf, str(path))  # keys its table does not read go to config.extra
+    if not dialect.keys:  # a dialect with translations of its own: what it does not write is kept
+        used = set(dialect.config_to_hf(config)) | set(WRITTEN_BY_SAVER)
+        config.extra = {k: v for k, v in hf.items() if k not in used}
+    return dialect, config
+
+
+def _override(hf: dict[str, Any], overrides: dict[str, Any], dialect: Dialect) -> None:
+    """Apply overrides (in config.json's key names) to the keys read from the file."""
     if "id2label" in overrides and "num_labels" not in overrides:
         overrides["num_labels"] = len(overrides["id2label"])
     if ("num_labels" in overrides and "id2label" not in overrides
             and len(hf.get("id2label") or {}) != overrides["num_labels"]):
-        overrides["id2label"] = {}  # fresh LABEL_i names, as transformers does
-    hf.update(overrides)
-    model_type = hf.get("model_type")
-    if not isinstance(model_type, str):
-        raise ConfigError(f"{path}: missing or invalid 'model_type' (got {model_type!r})")
-    dialect = get_dialect(model_type, where=str(path))
-    config = dialect.config_from_hf(hf, str(path))
-    used = set(dialect.config_to_hf(config)) | set(WRITTEN_BY_SAVER)
-    config.extra = {k: v for k, v in hf.items() if k not in used}
-    return dialect, config
+        hf.pop("id2label", None)  # fresh LABEL_i names, as transformers does
+        hf.pop("label2id", None)
+    for name, value in overrides.items():  # an override replaces its setting, under the file's name for it
+        key = dialect.key_named(name)
+        if key is not None:
+            name = next((n for n in key.names if n in hf), key.name)
+            for other in key.names:
+                hf.pop(other, None)
+        hf[name] = value
 
 
 def locate(name_or_path: str | os.PathLike | Checkpoint, revision: str | None = None,

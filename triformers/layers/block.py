@@ -104,7 +104,9 @@ class Stack(nn.Module):
                          if config.positions == "relative" else None)
         self.layers = nn.ModuleList(Block(config, cross) for _ in range(num_layers))
         self.final_norm = make_norm(config.norm, H, config.norm_eps, config.bias) if config.final_norm else None
-        self.drop = Dropout(config.dropout)
+        embedding_dropout = config.dropout if config.embedding_dropout is None else config.embedding_dropout
+        self.embed_drop = Dropout(embedding_dropout)
+        self.drop = Dropout(config.dropout if config.final_norm_dropout else 0.0)  # after the final norm (T5)
 
     def position_ids(self, input_ids: torch.Tensor | None, attention_mask: torch.Tensor | None,
                      T: int, past: int, device: torch.device) -> torch.Tensor:
@@ -131,7 +133,7 @@ class Stack(nn.Module):
             x = x + self.token_types(token_type_ids)
         if self.embed_norm is not None:
             x = self.embed_norm(x)
-        return self.drop(x)
+        return self.embed_drop(x)
 
     def self_attention_mask(self, attention_mask: torch.Tensor | None, B: int, T: int, past: int,
                             dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor | None, bool]:

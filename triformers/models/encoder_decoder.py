@@ -37,7 +37,8 @@ class EncoderDecoderModel(TransformerModel):
         pad = config.pad_token_id if config.decoder_start_token_id != config.pad_token_id else None
         self.embed_tokens = Embedding(config.vocab_size, config.hidden_size, padding_idx=pad)
         self.encoder = Stack(config, config.num_layers, causal=False)
-        self.decoder = Stack(config, config.decoder_layers, causal=True, cross=True)
+        # the decoder's own heads and MLP width (BART allows them to differ from the encoder's)
+        self.decoder = Stack(config.decoder_stack(), config.decoder_layers, causal=True, cross=True)
         untied = head == "lm" and not config.tie_word_embeddings
         self.lm_head = Linear(config.hidden_size, config.vocab_size, bias=False) if untied else None
         if head == "lm" and config.final_logits_bias:

@@ -25,7 +25,7 @@ class MLMHead(nn.Module):
         super().__init__()
         H = config.hidden_size
         self.dense = Linear(H, H)
-        self.act = ACTIVATIONS[config.activation]
+        self.act = ACTIVATIONS[config.mlm_activation or config.activation]
         self.norm = make_norm(config.norm, H, config.norm_eps)
         self.decoder = None if config.tie_word_embeddings else Linear(H, config.vocab_size, bias=False)
         self.bias = nn.Parameter(torch.zeros(config.vocab_size))
@@ -44,15 +44,15 @@ class MLMHead(nn.Module):
 
 
 class SequenceClassifier(nn.Module):
-    """Reads one token per sequence: `linear` (GPT-2 score), `pooled` (BERT: over the pooler output),
-    `dense_tanh` (RoBERTa/BART: dense -> tanh -> projection)."""
+    """Reads one token per sequence: `linear` (GPT-2 / BLOOM `score`: the projection alone, no dropout),
+    `pooled` (BERT: over the pooler output), `dense_tanh` (RoBERTa/BART: dense -> tanh -> projection)."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
         H, n = config.hidden_size, config.num_labels
         self.kind = config.classifier
         p = config.classifier_dropout if config.classifier_dropout is not None else config.dropout
-        self.drop = Dropout(p)
+        self.drop = Dropout(0.0 if self.kind == "linear" else p)
         if self.kind == "dense_tanh":
             self.dense = Linear(H, H)
             self.out = Linear(H, n)

@@ -115,6 +115,7 @@ def build_config(dialect: str, tokenizer: Tokenizer, size: ModelSize) -> ModelCo
     if config.positions == "learned":  # a table long enough for seq_len (RoBERTa counts from pad + 1)
         extra = config.pad_token_id + 1 if config.positions_from_padding else 0
         config = config.replace(max_positions=size.seq_len + extra)
+    get_dialect(dialect).config_to_hf(config)  # a size its config.json cannot say is refused now, not after training
     return config
 
 
