@@ -6,12 +6,13 @@ collator's batch and returns an output with `.loss` (every triformers model with
   number of steps (from `num_train_epochs` when `max_steps` is -1), the warmup, and when to log, evaluate
   (`eval_strategy`) and save (`save_strategy`), as transformers' Trainer does.
 - Optimizer: AdamW (fused where torch has it, else foreach) without weight decay on biases, norms and
-  embeddings (the GPT-2 / nanoGPT grouping); warmup then linear or cosine decay to `min_lr_ratio * lr`.
+  embeddings (the GPT-2 / nanoGPT grouping); warmup then linear or cosine decay to
+  `min_lr_ratio * learning_rate`.
 - Determinism: example order is a function of (seed, epoch) and the step; a collator with a
   `generator` attribute (MLM, span corruption, infilling) gets one seeded from (seed, step,
   micro-batch, rank), so masks never depend on RNG state. A checkpoint stores the model, optimizer,
-  step and every rank's torch / numpy / python RNG state, so `resume` ends bit-identical to an
-  uninterrupted run (same world size and global batch).
+  step and every rank's torch / numpy / python RNG state, so `resume_from_checkpoint` ends bit-identical
+  to an uninterrupted run (same world size and global batch).
 - Checkpoints: `out/checkpoints/checkpoint-NNNNNNN/` (trainer_state.pt + a Hugging Face export) are
   written to a temporary folder and renamed, the last `save_total_limit` kept; the final model (a Hugging
   Face folder) is written to output_dir itself after the last step. A non-finite loss or
