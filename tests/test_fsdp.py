@@ -12,11 +12,11 @@ from conftest import free_port, join_as_rank
 
 from triformers import AutoModelForCausalLM
 from triformers.cli import build_parser
-from triformers.cli.train import pretrain_options
+from triformers.cli.flags import parse_flags
 from triformers.pretraining.corpus import PackedBlocks, TokenCorpus, default_corpus, iter_documents, tokenize_corpus
 from triformers.models import DecoderModel
 from triformers.objectives import CLMCollator
-from triformers.pretraining import ModelSize, build_config, train_family_tokenizer
+from triformers.pretraining import ModelSize, PretrainOptions, build_config, train_family_tokenizer
 from triformers.training import Trainer, TrainingArguments, TrainingError
 from triformers.training.checkpoints import checkpoint_paths
 
@@ -37,8 +37,12 @@ def _trainer(corpus, config, out, batch_size: int, seed: int = 0, **changes) -> 
     torch.manual_seed(seed)
     model = DecoderModel.from_config(config, head="lm")
     blocks = PackedBlocks(corpus, np.arange(len(corpus)), 32, separator=config.eos_token_id)
-    args = TrainingArguments(output_dir=str(out), max_steps=4, batch_size=batch_size, lr=1e-3, warmup_steps=2,
-                             save_every=2, progress=False, plot=False, **changes)
+    # evaluated after the last step (FSDP's collective forwards) and saved every 2 steps
+    args = TrainingArguments(output_dir=str(out), max_steps=4, per_device_train_batch_size=batch_size,
+                             per_device_eval_batch_size=batch_size, learning_rate=1e-3, warmup_steps=2,
+                             lr_scheduler_type="cosine", weight_decay=0.01, adam_beta2=0.98, seed=0,
+                             eval_strategy="steps", eval_steps=4, max_eval_batches=16, save_steps=2,
+                             disable_tqdm=True, plot_loss=False, **changes)
     return Trainer(model, args, blocks, CLMCollator(pad_token_id=config.eos_token_id), eval_data=blocks)
 
 
@@ -51,10 +55,10 @@ def _fsdp_worker(rank: int, world_size: int, port: int, corpus_path: str, config
     batch = 4 // world_size
     _trainer(corpus, config, tmp / "two", batch, fsdp=True).train()
     resume = str(tmp / "two" / "checkpoints" / "checkpoint-0000002")
-    _trainer(corpus, config, tmp / "resumed", batch, seed=99, fsdp=True, resume=resume).train()
+    _trainer(corpus, config, tmp / "resumed", batch, seed=99, fsdp=True, resume_from_checkpoint=resume).train()
     try:
         _trainer(corpus, config, tmp / "mixed", batch, fsdp=True,
-                 resume=str(tmp / "one" / "checkpoints" / "checkpoint-0000004")).train()
+                 resume_from_checkpoint=str(tmp / "one" / "checkpoints" / "checkpoint-0000004")).train()
     except TrainingError as err:
         assert "without fsdp" in str(err), err
     else:
@@ -108,5 +112,6 @@ def test_fsdp_needs_a_process_group(corpus_and_config, tmp_path, monkeypatch):
 
 def test_cli_fsdp_flag():
     args = build_parser().parse_args(["pretrain", "--family", "decoder", "--fsdp"])
-    assert pretrain_options(args).training.fsdp
-    assert not pretrain_options(build_parser().parse_args(["pretrain", "--family", "decoder"])).training.fsdp
+    assert parse_flags(PretrainOptions, args).training.fsdp
+    plain = build_parser().parse_args(["pretrain", "--family", "decoder"])
+    assert not parse_flags(PretrainOptions, plain).training.fsdp

@@ -3,6 +3,7 @@ folder of every registered dialect loading in transformers with the same logits.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -17,10 +18,10 @@ from triformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoModelForS
 from triformers.cli import main as cli_main
 from triformers.pretraining.corpus import (PackedBlocks, data_files, default_corpus, iter_documents, split_documents,
                              tokenize_corpus)
-from triformers.dialects import DIALECTS
+from triformers.dialects import DIALECTS, Recipe, register
+from triformers.dialects.gpt2 import GPT2Dialect
 from triformers.objectives import pack_documents
 from triformers.pretraining import ModelSize, PretrainOptions, pretrain, resolve_dialect
-from triformers.training import TrainingArguments
 
 DIALECT_NAMES = [d for d in ("bert", "roberta", "gpt2", "bloom", "t5", "bart") if d in DIALECTS]
 FAMILY_AUTO = {"encoder": AutoModelForMaskedLM, "decoder": AutoModelForCausalLM,
@@ -110,20 +111,23 @@ def test_packed_blocks_match_pack_documents(tmp_path, tokenizer):
     assert wrapped[3].tolist()[0] == 1 and wrapped[3].tolist()[-1] == 2 and len(wrapped[3]) == 16
 
 
-def test_resolve_dialect_errors():
+def test_resolve_dialect_defaults_and_errors():
     assert resolve_dialect("decoder", None) == "gpt2"
+    assert resolve_dialect(None, None) == "gpt2"  # `triformers pretrain` with no flags: the decoder family
     with pytest.raises(Exception, match="is a decoder model, not --family encoder"):
         resolve_dialect("encoder", "gpt2")
     with pytest.raises(Exception, match="--family must be one of"):
-        resolve_dialect(None, None)
+        resolve_dialect("decoders", None)
 
 
 def _options(dialect: str, out, cache_dir, steps: int = 2, **training) -> PretrainOptions:
+    """A tiny run with the pretrain command's training defaults (held-out loss every 10% of the run)."""
     return PretrainOptions(
         dialect=dialect, max_docs=200, vocab_size=400, cache_dir=str(cache_dir), eval_fraction=0.05,
         size=ModelSize(hidden_size=32, layers=2, heads=2, seq_len=32),
-        training=TrainingArguments(output_dir=str(out), max_steps=steps, batch_size=4, lr=1e-3, progress=False,
-                                   plot=False, **training))
+        training=dataclasses.replace(PretrainOptions().training, output_dir=str(out), max_steps=steps,
+                                     per_device_train_batch_size=4, per_device_eval_batch_size=4,
+                                     learning_rate=1e-3, disable_tqdm=True, plot_loss=False, **training))
 
 
 @pytest.mark.parametrize("dialect", DIALECT_NAMES)
@@ -155,9 +159,9 @@ def test_transformers_loads_the_pretrained_folder(dialect, tmp_path, cache_dir):
 
 def test_cli_pretrain_smoke(tmp_path, cache_dir, capsys):
     out = tmp_path / "run"
-    code = cli_main(["pretrain", "--family", "decoder", "--steps", "3", "--max-docs", "200", "--vocab-size", "400",
-                     "--hidden-size", "32", "--layers", "1", "--heads", "2", "--seq-len", "32", "--batch-size", "2",
-                     "--save-every", "2", "--out", str(out), "--cache-dir", str(cache_dir), "--no-progress"])
+    flags = ["--max-docs", "200", "--vocab-size", "400", "--hidden-size", "32", "--layers", "1", "--heads", "2",
+             "--seq-len", "32", "--batch-size", "2", "--out", str(out), "--cache-dir", str(cache_dir), "--no-progress"]
+    code = cli_main(["pretrain", "--family", "decoder", "--steps", "3", "--save-every", "2", *flags])
     assert code == 0
     assert "done: 3 steps" in capsys.readouterr().out
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -171,8 +175,7 @@ def test_cli_pretrain_smoke(tmp_path, cache_dir, capsys):
     else:
         assert (out / "loss_curve.png").stat().st_size > 1000
     # a second fresh run into the same folder must not silently mix with the old checkpoints
-    code = cli_main(["pretrain", "--family", "decoder", "--steps", "1", "--max-docs", "200", "--out", str(out),
-                     "--cache-dir", str(cache_dir), "--no-progress"])
+    code = cli_main(["pretrain", "--family", "decoder", "--steps", "1", *flags])
     assert code == 1 and "--resume" in capsys.readouterr().err
 
 
@@ -180,3 +183,43 @@ def test_python_dash_m_entry_point():
     done = subprocess.run([sys.executable, "-m", "triformers", "pretrain", "--help"], capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 0 and "--family" in done.stdout and "--resume" in done.stdout
+
+
+class TinyGPT2Dialect(GPT2Dialect):
+    """A user's own dialect: GPT-2's checkpoint format under a new model_type, with its own recipe and sizes."""
+
+    model_type = "tiny-gpt2-test"
+    recipe = Recipe("clm", "bpe", size=(("hidden_size", 24), ("layers", 1), ("heads", 3), ("seq_len", 32)))
+
+
+@pytest.fixture
+def custom_dialect():
+    register(TinyGPT2Dialect())
+    yield TinyGPT2Dialect.model_type
+    del DIALECTS[TinyGPT2Dialect.model_type]
+
+
+def test_a_registered_dialect_pretrains_with_its_own_recipe(custom_dialect, tmp_path, cache_dir, capsys):
+    """`triformers pretrain --dialect <it>` and `pretrain(...)` use the recipe's objective, tokenizer and sizes
+    (a size flag still wins); the output folder reloads through the Auto classes as that model_type."""
+    out = tmp_path / "cli"
+    assert cli_main(["pretrain", "--dialect", custom_dialect, "--steps", "2", "--max-docs", "200", "--vocab-size",
+                     "300", "--batch-size", "2", "--eval-fraction", "0.1", "--out", str(out), "--cache-dir",
+                     str(cache_dir), "--no-progress", "--no-plot"]) == 0
+    assert "done: 2 steps" in capsys.readouterr().out
+    from_cli = AutoModelForCausalLM.from_pretrained(out)
+    config = json.loads((out / "config.json").read_text())
+    assert config["model_type"] == custom_dialect and (config["n_embd"], config["n_layer"], config["n_head"]) == (
+        24, 1, 3)
+    assert from_cli.config.max_positions == 32  # the recipe's seq_len sized the position table
+
+    options = _options(custom_dialect, tmp_path / "api", cache_dir)
+    options = dataclasses.replace(options, size=ModelSize(layers=2))  # the user's layers, the recipe's other sizes
+    result = pretrain(options)
+    assert result.step == 2 and np.isfinite(result.loss)
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "api")
+    assert (reloaded.config.hidden_size, reloaded.config.num_layers, reloaded.config.num_heads) == (24, 2, 3)
+    tokenizer = AutoTokenizer.from_pretrained(str(tmp_path / "api"))
+    ids = tokenizer(["Return the sum."], return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        assert torch.isfinite(reloaded(input_ids=ids).logits).all()

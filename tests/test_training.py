@@ -46,7 +46,9 @@ def _setup(dialect: str, corpus_file, tmp_path, size: ModelSize = SIZE, seed: in
 
 
 def _args(out, **changes) -> TrainingArguments:
-    base = dict(output_dir=str(out), max_steps=6, batch_size=4, lr=1e-3, warmup_steps=2, progress=False, plot=False)
+    base = dict(output_dir=str(out), max_steps=6, per_device_train_batch_size=4, learning_rate=1e-3, warmup_steps=2,
+                lr_scheduler_type="cosine", weight_decay=0.01, adam_beta2=0.98, seed=0, logging_steps=1,
+                disable_tqdm=True, plot_loss=False)
     return TrainingArguments(**{**base, **changes})
 
 
@@ -60,8 +62,9 @@ def test_tiny_model_overfits_one_batch(dialect, corpus_file, tmp_path):
     model, objective, blocks = _setup(dialect, corpus_file, tmp_path)
     objective.collator.generator = torch.Generator().manual_seed(0)
     batch = objective.collator([blocks[i] for i in range(2)])
-    args = _args(tmp_path / "out", batch_size=2, max_steps=80, lr=3e-2 if dialect == "t5" else 1e-2,
-                 warmup_steps=3, schedule="constant", weight_decay=0.0)
+    args = _args(tmp_path / "out", per_device_train_batch_size=2, max_steps=80,
+                 learning_rate=3e-2 if dialect == "t5" else 1e-2, warmup_steps=3,
+                 lr_scheduler_type="constant_with_warmup", weight_decay=0.0, save_strategy="no")
     result = Trainer(model, args, [0] * 2, lambda examples: batch).train()
     first = result.history[0]["loss"]
     assert first > 5.0, first
@@ -75,7 +78,8 @@ def test_resume_is_bit_identical(corpus_file, tmp_path):
     """
     size = ModelSize(hidden_size=32, layers=2, heads=2, seq_len=32, dropout=0.1)
     model, objective, blocks = _setup("bert", corpus_file, tmp_path, size)
-    straight = Trainer(model, _args(tmp_path / "a", max_steps=6, grad_accum=2), blocks, objective.collator).train()
+    straight = Trainer(model, _args(tmp_path / "a", max_steps=6, gradient_accumulation_steps=2), blocks,
+                       objective.collator).train()
 
     class Interrupt(Exception):
         pass
@@ -102,14 +106,14 @@ def test_resume_is_bit_identical(corpus_file, tmp_path):
     crashing_collator = CrashingCollator()
 
     model_b, _, _ = _setup("bert", corpus_file, tmp_path, size)
-    args = _args(tmp_path / "b", max_steps=6, grad_accum=2, save_every=3)
+    args = _args(tmp_path / "b", max_steps=6, gradient_accumulation_steps=2, save_steps=3)
     with pytest.raises(Interrupt):
         Trainer(model_b, args, blocks, crashing_collator).train()
     assert [p.name for p in checkpoint_paths(tmp_path / "b")] == ["checkpoint-0000003"]
     torch.manual_seed(1234)  # the resumed process starts from unrelated RNG states
     np.random.seed(1234)
     model_c, _, _ = _setup("bert", corpus_file, tmp_path, size, seed=99)
-    args.resume = True
+    args.resume_from_checkpoint = True
     resumed = Trainer(model_c, args, blocks, objective.collator).train()
     assert resumed.step == 6 and resumed.loss == straight.loss
     for (name, a), (_, c) in zip(model.state_dict().items(), model_c.state_dict().items(), strict=True):
@@ -134,7 +138,7 @@ def _ddp_trainer(corpus, config, out, batch_size: int) -> Trainer:
     torch.manual_seed(0)
     model = DecoderModel.from_config(config, head="lm")
     blocks = PackedBlocks(corpus, np.arange(len(corpus)), 32, separator=config.eos_token_id)
-    args = _args(out, max_steps=4, batch_size=batch_size, save_every=2)
+    args = _args(out, max_steps=4, per_device_train_batch_size=batch_size, save_steps=2)
     return Trainer(model, args, blocks, CLMCollator(pad_token_id=config.eos_token_id))
 
 
@@ -172,7 +176,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(corpus_file, tmp_path
 
     model.register_forward_hook(poison)
     with pytest.raises(TrainingError, match=r"training stopped at step 5: loss is nan.*checkpoint-0000004.*intact"):
-        Trainer(model, _args(tmp_path / "out", max_steps=8, save_every=2, save_total_limit=3), blocks,
+        Trainer(model, _args(tmp_path / "out", max_steps=8, save_steps=2, save_total_limit=3), blocks,
                 objective.collator).train()
     kept = checkpoint_paths(tmp_path / "out")
     assert [p.name for p in kept] == ["checkpoint-0000002", "checkpoint-0000004"]
@@ -182,11 +186,12 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(corpus_file, tmp_path
 
 
 def test_learning_rate_schedules():
-    args = TrainingArguments(max_steps=110, lr=1.0, warmup_steps=10, min_lr_ratio=0.1)
+    args = TrainingArguments(max_steps=110, learning_rate=1.0, warmup_steps=10, lr_scheduler_type="cosine",
+                             min_lr_ratio=0.1)
     assert learning_rate(0, args) == pytest.approx(0.1) and learning_rate(9, args) == pytest.approx(1.0)
     assert learning_rate(60, args) == pytest.approx(0.1 + 0.9 * 0.5)  # cosine half way
     assert learning_rate(110, args) == pytest.approx(0.1)
-    args.schedule = "linear"
+    args.lr_scheduler_type = "linear"
     assert learning_rate(35, args) == pytest.approx(0.1 + 0.9 * 0.75)
 
 

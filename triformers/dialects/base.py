@@ -79,12 +79,15 @@ class Recipe:
     special_ids: config fields set from the trained tokenizer beyond pad / bos / eos (which always are),
     e.g. T5 starts decoding from the pad token: {"decoder_start_token_id": "pad_token_id"}.
     config: ModelConfig fields a from-scratch model of this dialect takes (beyond the sizes).
+    size: the default sizes of a from-scratch model of this dialect, for a dialect that needs its own
+    (`triformers.pretraining.ModelSize` fields, e.g. (("heads", 8),)); what the user sets wins.
     """
 
     objective: str
     tokenizer: str
     special_ids: tuple[tuple[str, str], ...] = ()
     config: tuple[tuple[str, Any], ...] = ()
+    size: tuple[tuple[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:

@@ -2,7 +2,8 @@
 
 from .data import FinetuneError, PaddingCollator
 from .finetune import finetune
-from .options import FinetuneOptions, FinetuneResult
+from .options import FinetuneOptions, FinetuneResult, finetuning_arguments
 from .tasks import TASKS
 
-__all__ = ["FinetuneOptions", "FinetuneResult", "FinetuneError", "PaddingCollator", "finetune", "TASKS"]
+__all__ = ["FinetuneOptions", "FinetuneResult", "finetuning_arguments", "FinetuneError", "PaddingCollator", "finetune",
+           "TASKS"]

@@ -82,6 +82,16 @@ def _is_id(value: Any) -> bool:
     return (isinstance(value, int) and not isinstance(value, bool)) or (isinstance(value, str) and value.isdigit())
 
 
+def given_labels(value: str | list[str] | None) -> list[str] | None:
+    """FinetuneOptions.labels as names in id order: a list, a file with one name per line, or "a,b,c"."""
+    if not value:
+        return None
+    if isinstance(value, str):
+        path = Path(value)
+        value = path.read_text(encoding="utf-8").splitlines() if path.is_file() else value.split(",")
+    return [name.strip() for name in value if name.strip()]
+
+
 def label_names(values: Sequence[Any], given: list[str] | None, config: ModelConfig, first: str | None = None
                 ) -> list[str]:
     """Names in id order for the labels seen in the training data (see the module docstring)."""

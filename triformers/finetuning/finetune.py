@@ -20,62 +20,28 @@ config already names them all (fine-tuning a fine-tuned model keeps its ids); th
 `id2label`, so the output folder (config, model.safetensors, tokenizer) loads back with the Auto classes
 and the pipelines. The task's metrics on the whole eval file are logged (metrics.jsonl) next to every
 held-out loss, and the last ones written to `eval_results.json`; all are fractions in [0, 1] except BLEU.
-`--epochs` sets the number of optimizer steps from the number of training examples (QA: windows).
+`--epochs` (training.num_train_epochs) sets the number of optimizer steps from the number of training examples
+(QA: windows) unless `--steps` gives it; the defaults (`finetuning_arguments`) are transformers' with a 10%
+warmup, evaluation every epoch and batches grouped by length (less padding, as transformers' group_by_length).
+Without an eval file nothing is evaluated.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import torch
 from torch import nn
 
 from ..auto import AutoConfig
 from ..tokenization import AutoTokenizer
-from ..training import Trainer, TrainingArguments, init_distributed
+from ..training import Trainer
 from .data import FinetuneError, PaddingCollator
 from .options import FinetuneOptions, FinetuneResult
 from .tasks import TASKS
-
-
-# ---- batching ---------------------------------------------------------------------------------------------
-class LengthGroupedBatches:
-    """Features cut once into micro-batches of similar length, for a Trainer with batch_size 1.
-
-    A seeded shuffle, then sorting by length inside windows of 50 batches (as transformers'
-    group_by_length), so a batch pads to about its own length instead of the longest of a random
-    draw (half the work on short, varied texts). The Trainer reshuffles the batches every epoch; the
-    batches themselves stay the same.
-    """
-
-    def __init__(self, features: list[dict[str, Any]], batch_size: int, seed: int, window: int = 50):
-        order = np.random.default_rng(seed).permutation(len(features)).tolist()
-        self.batches = []
-        for first in range(0, len(order), window * batch_size):
-            ranked = sorted(order[first:first + window * batch_size], key=lambda i: len(features[i]["input_ids"]))
-            self.batches += [[features[i] for i in ranked[j:j + batch_size]] for j in range(0, len(ranked), batch_size)]
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
-    def __getitem__(self, index: int) -> list[dict[str, Any]]:
-        return self.batches[index]
-
-
-def batching(options: FinetuneOptions, args: TrainingArguments, train: list, held_out: list, pad_token_id: int):
-    """(trainer arguments, train data, eval data, train collator, eval collator), grouped by length or not."""
-    collator = PaddingCollator(pad_token_id)
-    if not options.group_by_length:
-        return args, train, held_out, collator, collator
-    flat = lambda groups: collator([feature for group in groups for feature in group])
-    grouped = [LengthGroupedBatches(data, size, args.seed) if data else [] for data, size in
-               ((train, args.batch_size), (held_out, options.eval_batch_size))]
-    return dataclasses.replace(args, batch_size=1), grouped[0], grouped[1], flat, flat
 
 
 # ---- the run ------------------------------------------------------------------------------------------------
@@ -91,17 +57,6 @@ class FinetuneTrainer(Trainer):
         if record and self.dist.is_main:  # generation / span search runs once, on the process that logs
             record.update(self.metrics(self.model))
         return record
-
-
-def training_arguments(options: FinetuneOptions, examples: int) -> TrainingArguments:
-    """options.training with the steps (from --epochs) and the warmup (from a fraction) worked out."""
-    args = options.training
-    steps = args.max_steps
-    if options.epochs is not None:
-        world = init_distributed(args.device).world_size
-        steps = max(1, math.ceil(options.epochs * examples / (args.batch_size * args.grad_accum * world)))
-    warmup = round(options.warmup * steps) if options.warmup < 1 else int(options.warmup)
-    return dataclasses.replace(args, max_steps=steps, warmup_steps=min(warmup, steps))
 
 
 def finetune(options: FinetuneOptions) -> FinetuneResult:
@@ -122,16 +77,16 @@ def finetune(options: FinetuneOptions) -> FinetuneResult:
     task.family = model.family
     model.train()
     train_features, eval_features = task.features(train_records), task.features(eval_records)
-    args = training_arguments(options, len(train_features))
+    args = options.training
+    if not eval_features:
+        args = dataclasses.replace(args, eval_strategy="no")  # no eval file: nothing to evaluate
 
     def export(trained: nn.Module, folder: Path) -> None:
         trained.save_pretrained(folder)
         tokenizer.save_pretrained(str(folder))
 
-    args, train_data, eval_data, collator, eval_collator = batching(options, args, train_features, eval_features,
-                                                                    tokenizer.pad_token_id)
-    trainer = FinetuneTrainer(model, args, train_data, collator, eval_data=eval_data or None,
-                              eval_collator=eval_collator, export=export,
+    trainer = FinetuneTrainer(model, args, train_features, PaddingCollator(tokenizer.pad_token_id),
+                              eval_data=eval_features or None, export=export,
                               metrics=lambda trained: task.evaluate(trained, eval_records))
     result = trainer.train()
     final = result.history[-1] if result.history and "eval_loss" in result.history[-1] else {}

@@ -21,8 +21,8 @@ from ..config import ModelConfig
 from ..errors import InputError
 from ..pipelines.question_answering import QuestionAnsweringPipeline, stride_windows, windower
 from ..tokenization import Tokenizer
-from .data import (Feature, FinetuneError, evaluating, label_index, label_names, metric_library, model_inputs,
-                   read_records, read_squad, require, squad_exact, squad_f1)
+from .data import (Feature, FinetuneError, evaluating, given_labels, label_index, label_names, metric_library,
+                   model_inputs, read_records, read_squad, require, squad_exact, squad_f1)
 from .options import FinetuneOptions
 
 
@@ -50,7 +50,7 @@ class Task(abc.ABC):
         values = self.label_values(train)
         if not values:
             return {}
-        self.names = label_names(values, self.options.labels, config, self.label_first)
+        self.names = label_names(values, given_labels(self.options.labels), config, self.label_first)
         self.to_id = label_index(self.names)
         return {"id2label": dict(enumerate(self.names))}
 
@@ -63,7 +63,7 @@ class Task(abc.ABC):
         """The task's held-out metrics for `model` on `records`."""
 
     def batches(self, records: list[dict]):
-        size = self.options.eval_batch_size
+        size = self.options.training.per_device_eval_batch_size
         return (records[i:i + size] for i in range(0, len(records), size))
 
     def encode(self, texts: list, pairs: list | None = None, **kwargs: Any):
@@ -206,7 +206,8 @@ class QuestionAnswering(Task):
 
     def evaluate(self, model, records):
         impossible = any(not r["answers"] for r in records)
-        reader = QuestionAnsweringPipeline(model, self.tokenizer, batch_size=self.options.eval_batch_size)
+        reader = QuestionAnsweringPipeline(model, self.tokenizer,
+                                           batch_size=self.options.training.per_device_eval_batch_size)
         with evaluating(model):
             answers = reader([{"question": r["question"], "context": r["context"]} for r in records],
                              max_seq_len=self.options.max_length, doc_stride=self.options.doc_stride,

@@ -8,7 +8,9 @@
 | t5 | encoder-decoder | Unigram + 100 sentinels | span corruption (`SpanCorruptionCollator`) | raw chunk |
 | bart | encoder-decoder | byte-level BPE as RoBERTa | text infilling (`TextInfillingCollator`) | `<s> block </s>` |
 
-A registered dialect with a recipe is pre-trainable; nothing here is keyed on a dialect's name.
+A registered dialect with a recipe is pre-trainable; nothing here is keyed on a dialect's name. A family
+stands for its first dialect (`FAMILY_DIALECTS`); with neither a family nor a dialect, `DEFAULT_FAMILY`.
+A recipe may name the default sizes of its dialect (`Recipe.size`, see `sizes.py`).
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ from ..errors import ConfigError
 from ..objectives import (CLMCollator, MLMCollator, SpanCorruptionCollator, TextInfillingCollator,
                           compute_input_and_target_lengths)
 from ..tokenization import Tokenizer, train_tokenizer
-from .sizes import ModelSize
+from .sizes import ModelSize, resolve_size
 
 FAMILY_DIALECTS = {"encoder": "bert", "decoder": "gpt2", "encoder-decoder": "t5"}
+DEFAULT_FAMILY = "decoder"
 
 
 @dataclass
@@ -46,11 +49,11 @@ def recipe_of(dialect: str) -> Recipe:
 
 
 def resolve_dialect(family: str | None, dialect: str | None) -> str:
-    """The dialect to pre-train: given, or the family's default; checked against the registry."""
+    """The dialect to pre-train: given, or the family's (DEFAULT_FAMILY's when neither is given); checked."""
     if dialect is None:
-        if family not in FAMILY_DIALECTS:
+        if (family or DEFAULT_FAMILY) not in FAMILY_DIALECTS:
             raise ConfigError(f"--family must be one of {sorted(FAMILY_DIALECTS)} (or give --dialect), got {family!r}")
-        dialect = FAMILY_DIALECTS[family]
+        dialect = FAMILY_DIALECTS[family or DEFAULT_FAMILY]
     if dialect not in DIALECTS:
         raise ConfigError(f"--dialect {dialect!r} is not registered; available: {sorted(DIALECTS)}")
     recipe_of(dialect)
@@ -90,9 +93,14 @@ def _train_roberta_bpe(texts, vocab_size: int, model_max_length: int) -> Tokeniz
     return tokenizer
 
 
+def size_of(dialect: str, size: ModelSize) -> ModelSize:
+    """`size` with the fields left None taken from the dialect's recipe (else the generic sizes)."""
+    return resolve_size(size, recipe_of(dialect).size, where=f"--dialect {dialect}")
+
+
 def build_config(dialect: str, tokenizer: Tokenizer, size: ModelSize) -> ModelConfig:
-    """The dialect's default config resized, with the tokenizer's vocabulary and special ids."""
-    recipe = recipe_of(dialect)
+    """The dialect's default config resized (None sizes: the recipe's), with the tokenizer's vocabulary and ids."""
+    recipe, size = recipe_of(dialect), size_of(dialect, size)
     base = get_dialect(dialect).config_from_hf({}, f"pretrain --dialect {dialect}")
     changes: dict[str, Any] = dict(
         vocab_size=len(tokenizer), hidden_size=size.hidden_size, num_layers=size.layers, num_heads=size.heads,

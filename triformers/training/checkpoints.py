@@ -35,8 +35,8 @@ def latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
 
 
 def write_checkpoint(output_dir: str | os.PathLike, step: int, state: dict[str, Any],
-                     export: Callable[[Path], None], keep: int) -> Path:
-    """Write checkpoint-<step> through a temporary folder and a rename; keep the newest `keep`."""
+                     export: Callable[[Path], None], keep: int | None) -> Path:
+    """Write checkpoint-<step> through a temporary folder and a rename; keep the newest `keep` (None: all)."""
     folder = Path(output_dir) / "checkpoints"
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"checkpoint-{step:07d}"
@@ -57,6 +57,6 @@ def write_checkpoint(output_dir: str | os.PathLike, step: int, state: dict[str, 
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    for old in checkpoint_paths(output_dir)[:-keep]:
+    for old in checkpoint_paths(output_dir)[:-keep] if keep is not None else []:
         shutil.rmtree(old)
     return final

@@ -1,4 +1,5 @@
-"""AdamW with the usual parameter groups, and the learning-rate schedule (warmup, then cosine / linear / constant)."""
+"""AdamW with the usual parameter groups, and the learning-rate schedule (warmup, then linear / cosine decay or
+constant; transformers' "constant" has no warmup)."""
 
 from __future__ import annotations
 
@@ -7,21 +8,30 @@ import math
 import torch
 from torch import nn
 
+from ..errors import TrainingError
 from .arguments import TrainingArguments
+from .plan import warmup_steps
 
 
-def learning_rate(step: int, args: TrainingArguments) -> float:
-    """lr for optimizer step `step` (0-based): linear warmup, then cosine / linear decay / constant."""
-    if step < args.warmup_steps:
-        return args.lr * (step + 1) / args.warmup_steps
-    progress = min(1.0, (step - args.warmup_steps) / max(1, args.max_steps - args.warmup_steps))
-    if args.schedule == "cosine":
+def learning_rate(step: int, args: TrainingArguments, max_steps: int | None = None) -> float:
+    """lr for optimizer step `step` (0-based) of a run of `max_steps` (default `args.max_steps`): linear warmup,
+    then linear / cosine decay to `min_lr_ratio * learning_rate`, or constant."""
+    total = args.max_steps if max_steps is None else max_steps
+    if total < 1:
+        raise TrainingError("learning_rate: the run's length is unknown (max_steps is -1): pass max_steps")
+    peak, warmup = args.learning_rate, warmup_steps(args, total)
+    if args.lr_scheduler_type == "constant":
+        return peak
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    if args.lr_scheduler_type == "cosine":
         ratio = 0.5 * (1 + math.cos(math.pi * progress))
-    elif args.schedule == "linear":
+    elif args.lr_scheduler_type == "linear":
         ratio = 1 - progress
-    else:
-        ratio = 1.0
-    return args.lr * (args.min_lr_ratio + (1 - args.min_lr_ratio) * ratio)
+    else:  # constant_with_warmup
+        return peak
+    return peak * (args.min_lr_ratio + (1 - args.min_lr_ratio) * ratio)
 
 
 def build_optimizer(model: nn.Module, args: TrainingArguments) -> torch.optim.AdamW:
@@ -35,4 +45,5 @@ def build_optimizer(model: nn.Module, args: TrainingArguments) -> torch.optim.Ad
     device = next(model.parameters()).device
     fused = device.type in ("cpu", "cuda") and all(p.dtype.is_floating_point for p in decay + no_decay)
     kwargs = {"fused": True} if fused else {"foreach": True}
-    return torch.optim.AdamW(groups, lr=args.lr, betas=args.betas, eps=args.eps, **kwargs)
+    return torch.optim.AdamW(groups, lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2),
+                             eps=args.adam_epsilon, **kwargs)

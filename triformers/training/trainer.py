@@ -2,15 +2,20 @@
 
 `Trainer(model, args, train_data, collator, eval_data=...)` trains any model whose forward takes the
 collator's batch and returns an output with `.loss` (every triformers model with labels does).
+- Arguments: `TrainingArguments`, with transformers' names and defaults; `plan.py` turns them into the
+  number of steps (from `num_train_epochs` when `max_steps` is -1), the warmup, and when to log, evaluate
+  (`eval_strategy`) and save (`save_strategy`), as transformers' Trainer does.
 - Optimizer: AdamW (fused where torch has it, else foreach) without weight decay on biases, norms and
-  embeddings (the GPT-2 / nanoGPT grouping); warmup then cosine or linear decay to `min_lr_ratio * lr`.
+  embeddings (the GPT-2 / nanoGPT grouping); warmup then linear or cosine decay to
+  `min_lr_ratio * learning_rate`.
 - Determinism: example order is a function of (seed, epoch) and the step; a collator with a
   `generator` attribute (MLM, span corruption, infilling) gets one seeded from (seed, step,
   micro-batch, rank), so masks never depend on RNG state. A checkpoint stores the model, optimizer,
-  step and every rank's torch / numpy / python RNG state, so `resume` ends bit-identical to an
-  uninterrupted run (same world size and global batch).
+  step and every rank's torch / numpy / python RNG state, so `resume_from_checkpoint` ends bit-identical
+  to an uninterrupted run (same world size and global batch).
 - Checkpoints: `out/checkpoints/checkpoint-NNNNNNN/` (trainer_state.pt + a Hugging Face export) are
-  written to a temporary folder and renamed, the last `save_total_limit` kept. A non-finite loss or
+  written to a temporary folder and renamed, the last `save_total_limit` kept; the final model (a Hugging
+  Face folder) is written to output_dir itself after the last step. A non-finite loss or
   gradient norm raises `TrainingError` naming the step; the checkpoints on disk stay as they were.
 - Distributed: under `torchrun` (RANK / WORLD_SIZE set) a process group is started (nccl on CUDA,
   gloo on CPU), the model wrapped in DistributedDataParallel, and each rank reads its own slice of
@@ -50,6 +55,7 @@ from .checkpoints import checkpoint_paths, latest_checkpoint, write_checkpoint
 from .distributed import _full_state_options, bf16_supported, init_distributed, meta_copy, shard_model
 from .metrics import append_jsonl, plot_metrics, truncate_metrics
 from .optim import build_optimizer, learning_rate
+from .plan import epoch_order, example_lengths, make_plan
 from .rng import capture_rng, restore_rng
 
 logger = logging.getLogger("triformers")
@@ -59,7 +65,7 @@ logger = logging.getLogger("triformers")
 class TrainResult:
     step: int
     loss: float  # mean training loss of the last step
-    eval_loss: float | None = None
+    eval_loss: float | None = None  # of the last evaluation (None: none ran)
     eval_perplexity: float | None = None
     tokens: int = 0
     seconds: float = 0.0
@@ -96,23 +102,28 @@ class Trainer:
         if args.bf16 and not self.bf16:
             logger.warning("--bf16: this %s has no native bfloat16; training in float32", self.device.type)
         self.out = Path(args.output_dir)
-        self.global_batch = args.batch_size * args.grad_accum * self.dist.world_size
+        self.global_batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * self.dist.world_size
         if len(train_data) < self.global_batch:
             raise TrainingError(f"the training split has {len(train_data)} examples, fewer than one global batch "
                                 f"({self.global_batch}); use more data or a smaller batch / sequence length")
+        if args.eval_strategy != "no" and (eval_data is None or not len(eval_data)):
+            raise TrainingError(f"TrainingArguments: eval_strategy={args.eval_strategy!r} but there is no held-out "
+                                "data: pass eval_data or set eval_strategy='no'")
+        self.plan = make_plan(args, len(train_data), self.global_batch)
         self.step, self.tokens = 0, 0
         self._epoch, self._order = -1, np.zeros(0, dtype=np.int64)
+        self._lengths = example_lengths(train_data) if args.train_sampling_strategy == "group_by_length" else None
 
     # ---- data ---------------------------------------------------------------------------------
     def _order_for(self, epoch: int) -> np.ndarray:
         if epoch != self._epoch:
-            self._epoch, self._order = epoch, np.random.default_rng([self.args.seed, epoch]).permutation(
-                len(self.train_data))
+            self._epoch, self._order = epoch, epoch_order(self.args, epoch, len(self.train_data), self.global_batch,
+                                                          self._lengths)
         return self._order
 
     def _indices(self, step: int, micro: int) -> list[int]:
         """This rank's examples for one micro-batch: a slice of the global batch of optimizer step `step`."""
-        n, b = len(self.train_data), self.args.batch_size
+        n, b = len(self.train_data), self.args.per_device_train_batch_size
         first = step * self.global_batch + (micro * self.dist.world_size + self.dist.rank) * b
         return [int(self._order_for(p // n)[p % n]) for p in range(first, first + b)]
 
@@ -126,49 +137,47 @@ class Trainer:
 
     # ---- the loop -----------------------------------------------------------------------------
     def train(self) -> TrainResult:
-        args = self.args
-        if args.resume:
-            self.resume(args.resume)
+        args, plan = self.args, self.plan
+        if args.resume_from_checkpoint:
+            self.resume(args.resume_from_checkpoint)
         else:
             self._fresh_start()
         metrics = self.out / "metrics.jsonl"
         if self.dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             truncate_metrics(metrics, self.step)
-        bar = tqdm(total=args.max_steps, initial=self.step, disable=not (args.progress and self.dist.is_main),
+        bar = tqdm(total=plan.max_steps, initial=self.step, disable=args.disable_tqdm or not self.dist.is_main,
                    desc="train", dynamic_ncols=True)
         result = TrainResult(step=self.step, loss=float("nan"))
         started = time.perf_counter()
         self.model.train()
-        while self.step < args.max_steps:
+        while self.step < plan.max_steps:
             tick = time.perf_counter()
-            lr = learning_rate(self.step, args)
+            lr = learning_rate(self.step, args, plan.max_steps)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             loss, tokens = self._train_step()
             self.step += 1
             self.tokens += tokens
-            record = {"step": self.step, "loss": loss, "lr": lr, "tokens": self.tokens,
-                      "tokens_per_s": tokens / max(time.perf_counter() - tick, 1e-9)}
+            record = {"step": self.step, "epoch": round(plan.epoch(self.step), 4), "loss": loss, "lr": lr,
+                      "tokens": self.tokens, "tokens_per_s": tokens / max(time.perf_counter() - tick, 1e-9)}
             result.loss = loss
-            if args.eval_every and self.step % args.eval_every == 0 and self.step < args.max_steps:
-                record.update(self._eval_record())
-            if args.save_every and self.step % args.save_every == 0 and self.step < args.max_steps:
+            records = [record] if plan.logs(args, self.step) else []
+            if plan.evaluates(args, self.step):
+                evaluation = {"step": self.step, **self._eval_record()}
+                result.eval_loss, result.eval_perplexity = evaluation["eval_loss"], evaluation["eval_perplexity"]
+                records.append(evaluation)
+            if self.dist.is_main:
+                for line in records:
+                    append_jsonl(metrics, line)
+                result.history += records
+            if plan.saves(args, self.step) and self.step < plan.max_steps:
                 self.save_checkpoint()
-            if self.dist.is_main and (self.step % args.log_every == 0 or "eval_loss" in record):
-                append_jsonl(metrics, record)
-                result.history.append(record)
             bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{record['tokens_per_s']:.0f}")
             bar.update(1)
         bar.close()
-        if self.eval_data is not None and len(self.eval_data):
-            final = {"step": self.step, **self._eval_record()}
-            result.eval_loss, result.eval_perplexity = final["eval_loss"], final["eval_perplexity"]
-            if self.dist.is_main:
-                append_jsonl(metrics, final)
-                result.history.append(final)
         self.save_checkpoint(final=True)
-        if self.dist.is_main and args.plot:
+        if self.dist.is_main and args.plot_loss:
             plot_metrics(metrics, self.out / "loss_curve.png")
         result.step, result.tokens, result.seconds = self.step, self.tokens, time.perf_counter() - started
         return result
@@ -176,18 +185,19 @@ class Trainer:
     def _train_step(self) -> tuple[float, int]:
         args, total, tokens = self.args, torch.zeros((), device=self.device), 0
         self.optimizer.zero_grad(set_to_none=True)
-        for micro in range(args.grad_accum):
+        accumulation = args.gradient_accumulation_steps
+        for micro in range(accumulation):
             examples = [self.train_data[i] for i in self._indices(self.step, micro)]
             batch = self._batch(examples, self.collator, (args.seed, 0, self.step, micro, self.dist.rank))
             tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
-            last = micro == args.grad_accum - 1
+            last = micro == accumulation - 1
             # DDP: all-reduce gradients once per optimizer step, not once per micro-batch (FSDP reduce-scatters
             # every micro-batch: holding unsharded gradients across micro-batches would undo its savings)
             ddp = self.dist.world_size > 1 and not args.fsdp
             sync = self.wrapped.no_sync() if ddp and not last else nullcontext()
             with sync:
                 with self._autocast():
-                    loss = self.wrapped(**batch).loss / args.grad_accum
+                    loss = self.wrapped(**batch).loss / accumulation
                 loss.backward()
             total += loss.detach()
         if self.dist.world_size > 1:  # every rank sees the same loss, so every rank stops together
@@ -208,18 +218,20 @@ class Trainer:
 
     def _fail(self, what: str, step: int) -> None:
         last = latest_checkpoint(self.out)
-        kept = f"the last good checkpoint, {last}, is intact (resume from it with a lower --lr)" if last else \
+        kept = f"the last good checkpoint, {last}, is intact (resume from it with a lower learning_rate)" if last else \
             "no checkpoint had been written yet"
         raise TrainingError(f"training stopped at step {step}: {what}; the optimizer step was not taken and {kept}")
 
     # ---- evaluation ---------------------------------------------------------------------------
     @torch.no_grad()
     def evaluate(self) -> tuple[float, float]:
-        """(mean loss over label tokens, perplexity) on the first `eval_batches` held-out batches."""
+        """(mean loss over label tokens, perplexity) on the held-out data (its first `max_eval_batches` batches)."""
         self.model.eval()
-        b, world, n = self.args.batch_size, self.dist.world_size, len(self.eval_data)
+        b, world, n = self.args.per_device_eval_batch_size, self.dist.world_size, len(self.eval_data)
         sums = torch.zeros(2, dtype=torch.float64, device=self.device)  # (loss * tokens, tokens)
-        batches = self.args.eval_batches
+        batches = math.ceil(n / (b * world))
+        if self.args.max_eval_batches is not None:
+            batches = min(batches, self.args.max_eval_batches)
         if self.args.fsdp:  # each forward is collective: only batches in which every rank has examples
             batches = min(batches, sum(1 for i in range(batches) if ((i + 1) * world - 1) * b < n))
         for batch_index in range(batches):
@@ -281,7 +293,7 @@ class Trainer:
             model = self._exportable(state)
             if final:
                 export(model, self.out)
-            if not final or self.args.save_every:
+            if not final or self.args.save_strategy != "no":
                 path = write_checkpoint(self.out, self.step, state, lambda folder: export(model, folder),
                                         self.args.save_total_limit)
             if self.export_copy is not None:
@@ -292,17 +304,19 @@ class Trainer:
     def resume(self, where: str | bool) -> None:
         path = latest_checkpoint(self.out) if where is True or where == "latest" else Path(where)
         if path is None:
-            raise TrainingError(f"--resume: no checkpoint under {self.out / 'checkpoints'}")
+            raise TrainingError(f"resume_from_checkpoint: no checkpoint under {self.out / 'checkpoints'}")
         state_file = path / "trainer_state.pt"
         if not state_file.is_file():
-            raise TrainingError(f"--resume: {state_file} does not exist")
+            raise TrainingError(f"resume_from_checkpoint: {state_file} does not exist")
         state = torch.load(state_file, map_location="cpu", weights_only=True)
         if state["global_batch"] != self.global_batch:
-            raise TrainingError(f"--resume: {path} was trained with a global batch of {state['global_batch']}, this "
-                                f"run has {self.global_batch} (batch_size * grad_accum * processes must match)")
+            raise TrainingError(f"resume_from_checkpoint: {path} was trained with a global batch of "
+                                f"{state['global_batch']}, this run has {self.global_batch} (per_device_train_batch_"
+                                "size * gradient_accumulation_steps * processes must match)")
         if bool(state.get("fsdp", False)) != self.args.fsdp:
-            raise TrainingError(f"--resume: {path} was written {'with' if state.get('fsdp') else 'without'} fsdp; "
-                                "resume it the same way (the optimizer state is stored differently)")
+            written = "with" if state.get("fsdp") else "without"
+            raise TrainingError(f"resume_from_checkpoint: {path} was written {written} fsdp; resume it the same way "
+                                "(the optimizer state is stored differently)")
         if self.args.fsdp:  # every rank reads the full state dicts and keeps its own shards
             from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
 
@@ -315,16 +329,17 @@ class Trainer:
         if state["world_size"] == self.dist.world_size:
             restore_rng(state["rng"][self.dist.rank])
         else:
-            logger.warning("--resume: %d processes now, %d before; dropout RNG streams are re-seeded",
+            logger.warning("resume: %d processes now, %d before; dropout RNG streams are re-seeded",
                            self.dist.world_size, state["world_size"])
             self._seed_all(self.step)
         logger.info("resumed from %s at step %d", path, self.step)
 
     def _fresh_start(self) -> None:
         old = checkpoint_paths(self.out)
-        if old and not self.args.overwrite:
-            raise TrainingError(f"{self.out} holds checkpoints of an earlier run ({old[-1].name}): pass --resume to "
-                                "continue it, --overwrite to start over, or another --out")
+        if old and not self.args.overwrite_output_dir:
+            raise TrainingError(f"{self.out} holds checkpoints of an earlier run ({old[-1].name}): pass --resume "
+                                "(resume_from_checkpoint=True) to continue it, --overwrite (overwrite_output_dir=True) "
+                                "to start over, or another --out (output_dir)")
         if old and self.dist.is_main:
             shutil.rmtree(self.out / "checkpoints")
         self.dist.barrier()
