@@ -11,20 +11,6 @@ from .errors import (CheckpointError, ConfigError, InputError, ModelNotFoundErro
 from .models import DecoderModel, EncoderDecoderModel, EncoderModel, ModelOutput
 from .pipelines import pipeline
 
-# ---- the Trainer, as transformers has it (training/) ------------------------------------------------------
-from .training import (DataCollatorForLanguageModeling, DataCollatorForSeq2Seq, DataCollatorForTokenClassification,
-                       DataCollatorWithPadding, DefaultDataCollator, EarlyStoppingCallback, EvalPrediction,
-                       PredictionOutput, Seq2SeqTrainer, Seq2SeqTrainingArguments, Trainer, TrainerCallback,
-                       TrainerControl, TrainerState, TrainingArguments, TrainOutput, default_data_collator, set_seed)
-
-_TRAINING_NAMES = [
-    "Trainer", "TrainingArguments", "Seq2SeqTrainer", "Seq2SeqTrainingArguments", "TrainerCallback", "TrainerState",
-    "TrainerControl", "EarlyStoppingCallback", "TrainOutput", "PredictionOutput", "EvalPrediction",
-    "DataCollatorWithPadding", "DataCollatorForLanguageModeling", "DataCollatorForSeq2Seq",
-    "DataCollatorForTokenClassification", "DefaultDataCollator", "default_data_collator", "set_seed",
-]
-# ---- end of the Trainer block ------------------------------------------------------------------------------
-
 __version__ = "0.1.0"
 
 __all__ = [
@@ -33,5 +19,18 @@ __all__ = [
     "AutoTokenizer", "ModelConfig", "register", "EncoderModel", "DecoderModel", "EncoderDecoderModel",
     "ModelOutput", "TriformersError", "ConfigError", "CheckpointError", "InputError", "ModelNotFoundError",
     "TokenizerError", "pipeline",
-    *_TRAINING_NAMES,
 ]
+
+# ---- the Trainer, as transformers has it (training/) ------------------------------------------------------
+from .training import (DataCollatorForLanguageModeling, DataCollatorForSeq2Seq, DataCollatorForTokenClassification,
+                       DataCollatorWithPadding, DefaultDataCollator, EarlyStoppingCallback, EvalPrediction,
+                       PredictionOutput, Seq2SeqTrainer, Seq2SeqTrainingArguments, Trainer, TrainerCallback,
+                       TrainerControl, TrainerState, TrainingArguments, TrainOutput, default_data_collator, set_seed)
+
+__all__ += [
+    "Trainer", "TrainingArguments", "Seq2SeqTrainer", "Seq2SeqTrainingArguments", "TrainerCallback", "TrainerState",
+    "TrainerControl", "EarlyStoppingCallback", "TrainOutput", "PredictionOutput", "EvalPrediction",
+    "DataCollatorWithPadding", "DataCollatorForLanguageModeling", "DataCollatorForSeq2Seq",
+    "DataCollatorForTokenClassification", "DefaultDataCollator", "default_data_collator", "set_seed",
+]
+# ---- end of the Trainer block ------------------------------------------------------------------------------

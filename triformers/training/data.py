@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from ..errors import TrainingError
-from .plan import Plan
+from .plan import Plan, epoch_order
 
 
 def is_hf_dataset(data: Any) -> bool:
@@ -185,3 +185,97 @@ def to_device(batch: Any, device: torch.device) -> Any:
     if isinstance(batch, (list, tuple)):
         return type(batch)(to_device(v, device) for v in batch)
     return batch
+
+
+def label_count(batch: dict, shifted: bool) -> torch.Tensor | None:
+    """The label tokens a batch's loss averages over (None without labels): `shifted`, a causal LM's, which never
+    predicts position 0."""
+    labels = batch.get("labels")
+    if not isinstance(labels, torch.Tensor):
+        return None
+    labels = labels[..., 1:] if shifted and labels.dim() > 1 else labels
+    return (labels != -100).sum()
+
+
+def items_in_step(batches: list[dict], shifted: bool, world_size: int) -> torch.Tensor | None:
+    """transformers' `num_items_in_batch`: the label tokens of an optimizer step's micro-batches, over all
+    processes (None when a batch has no labels to count)."""
+    counts = [label_count(batch, shifted) for batch in batches]
+    if any(c is None for c in counts):
+        return None
+    total = torch.stack(counts).sum()
+    if world_size > 1:
+        torch.distributed.all_reduce(total)
+    return total
+
+
+def micro_batch_weight(batch: dict, num_items: torch.Tensor | None, shifted: bool, world_size: int,
+                       micro_batches: int, custom_loss: bool) -> float:
+    """A micro-batch's share of its step's loss: the label tokens its mean loss is over (`shifted` for a causal
+    LM) divided by the step's num_items, times the process count, which DDP divides out, so that the step's loss
+    is the summed token loss over num_items, as transformers computes it; an equal share without labels; a
+    `compute_loss_func` loss is already normalised by num_items: the process count alone."""
+    if custom_loss:
+        return float(world_size)
+    if num_items is None or int(num_items) == 0:
+        return 1.0 / micro_batches
+    return float(label_count(batch, shifted)) * world_size / float(num_items)
+
+
+def counts_shifted_labels(model: Any) -> bool:
+    """Whether transformers 5.24 counts a model's labels from position 1 in num_items_in_batch: for causal LMs
+    whose transformers class is named ...ForCausalLM (BloomForCausalLM), not for GPT2LMHeadModel, whose summed
+    loss it therefore divides by every label token, the never-predicted first one of each row included."""
+    if getattr(model, "family", None) != "decoder":
+        return False
+    from ..dialects import get_dialect
+
+    try:
+        names = get_dialect(model.config.model_type).architectures
+        name = names.get(model.head, names.get(None, ""))
+    except (AttributeError, KeyError, ValueError):
+        name = type(model).__name__
+    return "ForCausalLM" in name
+
+
+def body_parameters(model: torch.nn.Module) -> int:
+    """Parameters outside the embedding tables."""
+    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
+    return sum(p.numel() for p in model.parameters() if id(p) not in embeddings)
+
+
+def estimate_flos(body: int, batch: dict) -> float:
+    """transformers' estimate of a batch's training FLOPs: 6 x input tokens x `body` parameters."""
+    ids = batch.get("input_ids")
+    return 6.0 * (ids.numel() if isinstance(ids, torch.Tensor) else 0) * body
+
+
+class TrainingData:
+    """The Trainer's training-data methods (mixed into `Trainer`)."""
+
+    def _collator(self, collator: Callable, data: Any) -> Callable:
+        if self.args.remove_unused_columns and not is_hf_dataset(data):
+            return RemoveColumnsCollator(collator, self._signature_columns)
+        return collator
+
+    def _train_data(self) -> Any:
+        check_dataset(self.train_dataset, "train_dataset")
+        if is_hf_dataset(self.train_dataset) and self.args.remove_unused_columns:
+            return drop_unused_columns(self.train_dataset, self._signature_columns, type(self.model).__name__)
+        return self.train_dataset
+
+    def _order_for(self, epoch: int) -> np.ndarray:
+        if epoch != self._epoch:
+            self._epoch, self._order = epoch, epoch_order(self.args, epoch, self.plan.examples,
+                                                          self.plan.global_batch, self._lengths)
+        return self._order
+
+    def get_train_dataloader(self, data: Any = None) -> DataLoader:
+        """This process's training micro-batches from the current step to the end of the plan."""
+        data = self._train_data() if data is None else data
+        batches = StepBatches(self.plan, self._order_for, self.args.seed, self.dist.rank, self.step)
+        return loader(data, batches, self._collator(self.data_collator, data), self.args.dataloader_num_workers,
+                      self._pin_memory(), self.args.seed)
+
+    def _pin_memory(self) -> bool:
+        return self.args.dataloader_pin_memory and self.device.type == "cuda"

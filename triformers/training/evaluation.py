@@ -23,7 +23,7 @@ import torch
 import torch.distributed as dist
 
 from ..errors import TrainingError
-from .data import EvalBatches, drop_unused_columns, is_hf_dataset, loader, to_device
+from .data import EvalBatches, drop_unused_columns, is_hf_dataset, label_count, loader, to_device
 
 
 class EvalPrediction:
@@ -246,13 +246,21 @@ class Evaluation:
         with torch.no_grad(), self._autocast():
             if has_labels:
                 loss, outputs = self.compute_loss(model, inputs, return_outputs=True)
-                loss = loss.detach().mean()
+                loss = loss.detach().mean() * self._batch_loss_scale(inputs)
             else:
                 loss, outputs = None, model(**inputs)
         if prediction_loss_only:
             return loss, None, None
         logits = self._prediction_fields(outputs, ignore_keys or [], has_labels)
         return loss, logits[0] if len(logits) == 1 else logits, labels
+
+    def _batch_loss_scale(self, inputs: dict) -> float:
+        """transformers' eval loss of a batch is its summed token loss over num_items_in_batch, which for GPT-2
+        counts the first label of each row too (`data.counts_shifted_labels`); the model's mean is rescaled to it."""
+        if self._counts_shifted == self._loss_shifts_labels or self.compute_loss_func is not None:
+            return 1.0
+        counted = label_count(inputs, self._counts_shifted)
+        return 1.0 if counted is None or not int(counted) else float(label_count(inputs, True)) / float(counted)
 
     def _prediction_fields(self, outputs: Any, ignore_keys: list[str], has_labels: bool) -> tuple:
         if isinstance(outputs, (tuple, list)):

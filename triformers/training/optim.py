@@ -51,9 +51,23 @@ def parameter_groups(model: nn.Module, args: TrainingArguments) -> list[dict]:
     return [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def build_optimizer(model: nn.Module, args: TrainingArguments) -> torch.optim.AdamW:
-    """AdamW (fused where torch has it, as transformers' default `adamw_torch_fused`) over `parameter_groups`."""
+def build_scheduler(optimizer: torch.optim.Optimizer, args: TrainingArguments,
+                    max_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """The schedule as transformers' `get_scheduler` makes it: a LambdaLR scaling each group's initial lr by
+    `learning_rate(step) / args.learning_rate`."""
+    peak = args.learning_rate
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: learning_rate(step, args, max_steps) / peak if peak else 0.0)
+
+
+def build_optimizer(model: nn.Module, args: TrainingArguments,
+                    optimizer_cls_and_kwargs: tuple[type, dict] | None = None) -> torch.optim.Optimizer:
+    """AdamW (fused where torch has it, as transformers' default `adamw_torch_fused`) over `parameter_groups`, or
+    the Trainer's `optimizer_cls_and_kwargs` (class, its keyword arguments, lr among them) over the same groups."""
     groups = parameter_groups(model, args)
+    if optimizer_cls_and_kwargs is not None:
+        optimizer_cls, kwargs = optimizer_cls_and_kwargs
+        return optimizer_cls(groups, **kwargs)
     decay, no_decay = groups[0]["params"], groups[1]["params"]
     device = next(model.parameters()).device
     fused = device.type in ("cpu", "cuda") and all(p.dtype.is_floating_point for p in decay + no_decay)

@@ -8,32 +8,21 @@ checkpoints, DDP / FSDP under torchrun, a stop on a non-finite loss, metrics.jso
     trainer.predict(test)      # PredictionOutput(predictions, label_ids, metrics)
     trainer.save_model(path); trainer.state.log_history; trainer.state.global_step
 
-What transformers' Trainer does, this one does: the same default collator, columns the forward does not take
-dropped, the plan of steps from epochs (`plan.py`), AdamW over transformers' parameter groups with its
-schedules (`optim.py`: the first warmup step has lr 0), gradient accumulation with the loss normalised over the
-label tokens of the whole accumulated batch (transformers' `num_items_in_batch`), clipping, the log / evaluate /
-save schedule and the events of `TrainerCallback` (`callbacks.py`), `load_best_model_at_end`,
-`auto_find_batch_size`, and the same records in `state.log_history`, which metrics.jsonl holds line for line.
-Where it differs, and why, is in the README ("Coming from transformers").
+As transformers' Trainer: the default collator, unused columns dropped, the steps from epochs (`plan.py`), AdamW
+over its parameter groups and schedules (`optim.py`), accumulation normalised over the label tokens of the whole
+accumulated batch (its `num_items_in_batch`), clipping, the log / evaluate / save schedule and `TrainerCallback`
+events (`callbacks.py`), `load_best_model_at_end`, `auto_find_batch_size`, and its `state.log_history` records,
+which metrics.jsonl holds line for line. The differences, and why, are in the README ("Coming from transformers").
 
-triformers' own part:
-- Determinism: the example order is a function of (seed, epoch) and a step's micro-batches a function of the
-  step; a collator with a `generator` attribute (masking, span corruption) gets one seeded from (seed, step,
-  micro-batch, rank) (`data.py`). A checkpoint stores the model, optimizer, scheduler, step, trainer state and
-  every rank's torch / numpy / python RNG state, so resuming ends bit-identical to an uninterrupted run (same
-  world size and global batch). The older `Trainer(model, args, train_data, collator)` order still works.
-- Checkpoints: `output_dir/checkpoints/checkpoint-NNNNNNN/` (trainer_state.pt, trainer_state.json and a Hugging
-  Face export) are written to a temporary folder and renamed, the last `save_total_limit` kept; the final model
-  (a Hugging Face folder) is written to output_dir itself after the last step. A non-finite loss or gradient
-  norm raises `TrainingError` naming the step; the checkpoints on disk stay as they were.
-- Distributed: under `torchrun` (RANK / WORLD_SIZE set) a process group is started (nccl on CUDA, gloo on CPU),
-  the model wrapped in DistributedDataParallel (or sharded with FSDP2, `fsdp=True`; see `shard_model`), and each
-  rank reads its own slice of every global micro-batch; rank 0 alone writes checkpoints, metrics and the plot::
-
-      torchrun --nnodes=2 --nproc_per_node=8 --node_rank=0 --master_addr=10.0.0.1 --master_port=29500 \\
-          -m triformers pretrain --family decoder --data corpus/ --out runs/gpt
-
-  `output_dir` must be a shared filesystem for a resume to find rank 0's checkpoints on every node.
+triformers' own part: the example order is a function of (seed, epoch) and a step's micro-batches of the step; a
+collator with a `generator` (masking) gets one seeded per micro-batch (`data.py`); a checkpoint holds the model,
+optimizer, scheduler, step, trainer state and every rank's RNG states, so resuming ends bit-identical to an
+uninterrupted run (same world size and global batch). Checkpoints (`output_dir/checkpoints/checkpoint-NNNNNNN/`:
+trainer_state.pt, trainer_state.json, a Hugging Face export) are written to a temporary folder and renamed, the
+last `save_total_limit` kept; the final model goes to output_dir itself. A non-finite loss or gradient norm raises
+`TrainingError` naming the step, the checkpoints on disk intact. Under `torchrun` the model is wrapped in DDP (or
+sharded with FSDP2, `fsdp=True`), each rank reads its slice of every global micro-batch, and rank 0 alone writes
+(`distributed.py`, for several nodes). The older `Trainer(model, args, train_data, collator)` order still works.
 """
 
 from __future__ import annotations
@@ -59,20 +48,20 @@ from .callbacks import (CallbackHandler, DefaultFlowCallback, PrinterCallback, P
                         TrainerState)
 from .checkpoints import checkpoint_paths, latest_checkpoint, write_checkpoint
 from .collators import default_collator_for
-from .data import (RemoveColumnsCollator, StepBatches, check_dataset, default_label_names, drop_unused_columns,
-                   example_lengths, is_hf_dataset, loader, signature_columns, to_device)
-from .distributed import _full_state_options, bf16_supported, init_distributed, meta_copy, shard_model
+from .data import (TrainingData, body_parameters, counts_shifted_labels, default_label_names, estimate_flos, example_lengths,
+                   items_in_step, micro_batch_weight, signature_columns, to_device)
+from .distributed import _full_state_options, place_model
 from .evaluation import Evaluation, TrainOutput, TrainResult  # noqa: F401  (TrainResult re-exported)
 from .metrics import truncate_metrics
-from .optim import build_optimizer, learning_rate, parameter_groups
-from .plan import epoch_order, make_plan
+from .optim import build_optimizer, build_scheduler
+from .plan import make_plan
 from .rng import capture_rng, restore_rng, set_seed
 from .saving import Saving, is_out_of_memory
 
 logger = logging.getLogger("triformers")
 
 
-class Trainer(Evaluation, Saving):
+class Trainer(TrainingData, Evaluation, Saving):
     """transformers' Trainer on triformers' loop; see the module docstring."""
 
     def __init__(self, model: nn.Module | None = None, args: TrainingArguments | None = None,
@@ -105,7 +94,7 @@ class Trainer(Evaluation, Saving):
         if args.eval_strategy != "no" and (self.eval_dataset is None or not len(self.eval_dataset)):
             raise TrainingError(f"TrainingArguments: eval_strategy={args.eval_strategy!r} but there is no held-out "
                                 "data: pass eval_dataset or set eval_strategy='no'")
-        self._place_model(model)
+        self.dist, self.device, self.model, self.export_copy, self.bf16 = place_model(model, args)
         self.optimizer, self.lr_scheduler = optimizers
         self._own_scheduler = self.lr_scheduler is None
         if self.optimizer is None:
@@ -120,6 +109,8 @@ class Trainer(Evaluation, Saving):
         self.label_names = args.label_names if args.label_names is not None else default_label_names(self.model)
         self._signature_columns = signature_columns(self.model, self.label_names)
         self._loss_shifts_labels = getattr(self.model, "family", None) == "decoder"  # causal LMs shift labels
+        self._counts_shifted = counts_shifted_labels(self.model)  # how transformers counts num_items_in_batch
+        self._body_parameters = body_parameters(self.model)
         self._train_batch_size = args.per_device_train_batch_size
         self._epoch, self._order, self._lengths, self.plan, self.result = -1, np.zeros(0, np.int64), None, None, None
         self.tokens = 0
@@ -130,23 +121,6 @@ class Trainer(Evaluation, Saving):
         self.callback_handler = CallbackHandler([DefaultFlowCallback, *(callbacks or []), progress], self.model,
                                                 self.processing_class, self.optimizer, self.lr_scheduler)
         self.control = self.callback_handler.call_event("on_init_end", args, self.state, self.control)
-
-    def _place_model(self, model: nn.Module) -> None:
-        args = self.args
-        self.dist = init_distributed(args.device)
-        default = f"cuda:{self.dist.local_rank}" if torch.cuda.is_available() else "cpu"
-        self.device = torch.device(args.device or default)
-        if args.fsdp and self.dist.world_size < 2:
-            raise TrainingError("fsdp shards the model across processes: launch with torchrun --nproc_per_node=N "
-                                "(N >= 2; WORLD_SIZE is unset or 1 here), or drop fsdp")
-        model.train()  # before DDP/FSDP see the parameters: weights still held as checkpoint views are written out
-        self.export_copy = meta_copy(model) if args.fsdp and self.dist.is_main else None
-        # FSDP moves each shard to the device itself (never the whole model); the optimizer must see
-        # the sharded parameters, so it is built after sharding
-        self.model = shard_model(model, self.device, self.dist.world_size) if args.fsdp else model.to(self.device)
-        self.bf16 = args.bf16 and bf16_supported(self.device)
-        if args.bf16 and not self.bf16:
-            logger.warning("--bf16: this %s has no native bfloat16; training in float32", self.device.type)
 
     @property
     def step(self) -> int:
@@ -162,45 +136,10 @@ class Trainer(Evaluation, Saving):
 
     # ---- optimizer and schedule ---------------------------------------------------------------
     def create_optimizer(self) -> torch.optim.Optimizer:
-        if self.optimizer_cls_and_kwargs is not None:
-            optimizer_cls, kwargs = self.optimizer_cls_and_kwargs
-            return optimizer_cls(parameter_groups(self.model, self.args), **kwargs)
-        return build_optimizer(self.model, self.args)
+        return build_optimizer(self.model, self.args, self.optimizer_cls_and_kwargs)
 
     def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None):
-        """A LambdaLR that multiplies each group's lr by `learning_rate(step) / learning_rate`."""
-        args, peak = self.args, self.args.learning_rate
-        return torch.optim.lr_scheduler.LambdaLR(
-            optimizer or self.optimizer, lambda step: learning_rate(step, args, num_training_steps) / peak if peak
-            else 0.0)
-
-    # ---- data ---------------------------------------------------------------------------------
-    def _collator(self, collator: Callable, data: Any) -> Callable:
-        if self.args.remove_unused_columns and not is_hf_dataset(data):
-            return RemoveColumnsCollator(collator, self._signature_columns)
-        return collator
-
-    def _train_data(self) -> Any:
-        check_dataset(self.train_dataset, "train_dataset")
-        if is_hf_dataset(self.train_dataset) and self.args.remove_unused_columns:
-            return drop_unused_columns(self.train_dataset, self._signature_columns, type(self.model).__name__)
-        return self.train_dataset
-
-    def _order_for(self, epoch: int) -> np.ndarray:
-        if epoch != self._epoch:
-            self._epoch, self._order = epoch, epoch_order(self.args, epoch, self.plan.examples,
-                                                          self.plan.global_batch, self._lengths)
-        return self._order
-
-    def get_train_dataloader(self, data: Any = None):
-        """This process's training micro-batches from the current step to the end of the plan."""
-        data = self._train_data() if data is None else data
-        batches = StepBatches(self.plan, self._order_for, self.args.seed, self.dist.rank, self.step)
-        return loader(data, batches, self._collator(self.data_collator, data), self.args.dataloader_num_workers,
-                      self._pin_memory(), self.args.seed)
-
-    def _pin_memory(self) -> bool:
-        return self.args.dataloader_pin_memory and self.device.type == "cuda"
+        return build_scheduler(optimizer or self.optimizer, self.args, num_training_steps)
 
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16 else nullcontext()
@@ -265,7 +204,7 @@ class Trainer(Evaluation, Saving):
                 self.control = self.callback_handler.call_event("on_epoch_begin", args, self.state, self.control)
             self.control = self.callback_handler.call_event("on_step_begin", args, self.state, self.control)
             micro_batches = [next(batches) for _ in plan.micro_batches(self.step)[1]]
-            loss, grad_norm, lr = self.training_step(micro_batches)
+            loss, grad_norm, lr = self._optimizer_step(micro_batches)
             self.step += 1
             self._steps_done += 1
             self.state.epoch = plan.epoch(self.step)
@@ -277,25 +216,22 @@ class Trainer(Evaluation, Saving):
                 self._maybe_log_save_evaluate(grad_norm, lr)
         return self._finish(started, first_step)
 
-    def training_step(self, micro_batches: list[dict]) -> tuple[float, float | None, float]:
+    def _optimizer_step(self, micro_batches: list[dict]) -> tuple[float, float | None, float]:
         """One optimizer step over the micro-batches; (loss, gradient norm before clipping, lr used)."""
         args, world = self.args, self.dist.world_size
         batches = [to_device(batch, self.device) for batch in micro_batches]
-        weights, num_items = self._loss_weights(batches)
+        num_items = items_in_step(batches, self._counts_shifted, world)
+        self.current_gradient_accumulation_steps = len(batches)
         total = torch.zeros((), device=self.device)
         for index, batch in enumerate(batches):
             self.tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else \
                 batch["input_ids"].numel()
-            self.state.total_flos += self._flos(batch) * world
+            self.state.total_flos += estimate_flos(self._body_parameters, batch) * world
             last = index == len(batches) - 1
             # DDP: all-reduce gradients once per optimizer step, not once per micro-batch (FSDP reduce-scatters
             # every micro-batch: holding unsharded gradients across micro-batches would undo its savings)
-            sync = self.wrapped.no_sync() if world > 1 and not args.fsdp and not last else nullcontext()
-            with sync:
-                with self._autocast():
-                    loss = self.compute_loss(self.wrapped, batch, num_items_in_batch=num_items) * weights[index]
-                loss.backward()
-            total += loss.detach()
+            with self.wrapped.no_sync() if world > 1 and not args.fsdp and not last else nullcontext():
+                total += self.training_step(self.wrapped, batch, num_items)
             if not last:
                 self.control = self.callback_handler.call_event("on_substep_end", args, self.state, self.control)
         self.state.num_input_tokens_seen = self.tokens
@@ -317,36 +253,18 @@ class Trainer(Evaluation, Saving):
         self.optimizer.zero_grad(set_to_none=True)
         return loss_value, norm, float(lr)
 
-    def _loss_weights(self, batches: list[dict]) -> tuple[list[float], torch.Tensor | None]:
-        """Each micro-batch's loss weight: its share of the step's label tokens over all processes (times the
-        process count, which DDP divides out), or an equal share when a batch has no labels to count."""
-        counts = []
-        for batch in batches:
-            labels = batch.get("labels")
-            if not isinstance(labels, torch.Tensor):
-                counts = None
-                break
-            labels = labels[..., 1:] if self._loss_shifts_labels and labels.dim() > 1 else labels
-            counts.append((labels != -100).sum())
-        world = self.dist.world_size
-        if counts is None:
-            return [1.0 / len(batches)] * len(batches), None
-        total = torch.stack(counts).sum()
-        if world > 1:
-            dist.all_reduce(total)
-        if self.compute_loss_func is not None:  # its loss is already a mean over num_items_in_batch
-            return [float(world)] * len(batches), total
-        if int(total) == 0:
-            return [1.0 / len(batches)] * len(batches), total
-        return [float(c) * world / float(total) for c in counts], total
-
-    def _flos(self, batch: dict) -> float:
-        """transformers' estimate: 6 x tokens x parameters outside the embeddings."""
-        if not hasattr(self, "_body_parameters"):
-            embeddings = {id(m.weight) for m in self.model.modules() if isinstance(m, nn.Embedding)}
-            self._body_parameters = sum(p.numel() for p in self.model.parameters() if id(p) not in embeddings)
-        ids = batch.get("input_ids")
-        return 6.0 * (ids.numel() if isinstance(ids, torch.Tensor) else 0) * self._body_parameters
+    def training_step(self, model: nn.Module, inputs: dict, num_items_in_batch: torch.Tensor | None = None
+                      ) -> torch.Tensor:
+        """transformers' micro-batch step: forward and backward of one batch, its loss scaled to its share of the
+        optimizer step (`data.micro_batch_weight`); returns that scaled loss, detached."""
+        model.train()
+        inputs = to_device(inputs, self.device)
+        with self._autocast():
+            loss = self.compute_loss(model, inputs, num_items_in_batch=num_items_in_batch)
+        loss = loss * micro_batch_weight(inputs, num_items_in_batch, self._loss_shifts_labels, self.dist.world_size,
+                                         self.current_gradient_accumulation_steps, self.compute_loss_func is not None)
+        loss.backward()
+        return loss.detach()
 
     def compute_loss(self, model: nn.Module, inputs: dict, return_outputs: bool = False,
                      num_items_in_batch: torch.Tensor | None = None):
