@@ -238,6 +238,14 @@ def counts_shifted_labels(model: Any) -> bool:
     return "ForCausalLM" in name
 
 
+def input_tokens(batch: dict) -> int:
+    """Tokens a batch feeds the model: its attention mask's ones, else its input_ids (0 without either)."""
+    for key, count in (("attention_mask", lambda t: int(t.sum())), ("input_ids", lambda t: t.numel())):
+        if isinstance(batch.get(key), torch.Tensor):
+            return count(batch[key])
+    return 0
+
+
 def body_parameters(model: torch.nn.Module) -> int:
     """Parameters outside the embedding tables."""
     embeddings = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}

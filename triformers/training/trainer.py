@@ -49,7 +49,7 @@ from .callbacks import (CallbackHandler, DefaultFlowCallback, PrinterCallback, P
 from .checkpoints import checkpoint_paths, latest_checkpoint, write_checkpoint
 from .collators import default_collator_for
 from .data import (TrainingData, body_parameters, counts_shifted_labels, default_label_names, estimate_flos, example_lengths,
-                   items_in_step, micro_batch_weight, signature_columns, to_device)
+                   input_tokens, items_in_step, micro_batch_weight, signature_columns, to_device)
 from .distributed import _full_state_options, place_model
 from .evaluation import Evaluation, TrainOutput, TrainResult  # noqa: F401  (TrainResult re-exported)
 from .metrics import truncate_metrics
@@ -224,8 +224,7 @@ class Trainer(TrainingData, Evaluation, Saving):
         self.current_gradient_accumulation_steps = len(batches)
         total = torch.zeros((), device=self.device)
         for index, batch in enumerate(batches):
-            self.tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else \
-                batch["input_ids"].numel()
+            self.tokens += input_tokens(batch)
             self.state.total_flos += estimate_flos(self._body_parameters, batch) * world
             last = index == len(batches) - 1
             # DDP: all-reduce gradients once per optimizer step, not once per micro-batch (FSDP reduce-scatters
