@@ -202,7 +202,7 @@ Summary: """
                                                          generation_config=GenerationConfig(max_new_tokens=200))
         instruct_model_text_output = tokenizer.decode(instruct_model_outputs[0], skip_special_tokens=True)
         instruct_model_summaries.append(instruct_model_text_output)
-    zipped_summaries = list(zip(human_baseline_summaries, original_model_summaries, instruct_model_summaries))
+    zipped_summaries = list(zip(human_baseline_summaries, original_model_summaries, instruct_model_summaries))  # noqa: B905
     df = pd.DataFrame(zipped_summaries, columns=['human_baseline_summaries', 'original_model_summaries',
                                                  'instruct_model_summaries'])
     print(df)
@@ -224,7 +224,7 @@ Summary: """
     print(instruct_model_results)
     print("Absolute percentage improvement of INSTRUCT MODEL over HUMAN BASELINE")
     improvement = (np.array(list(instruct_model_results.values())) - np.array(list(original_model_results.values())))
-    for key, value in zip(instruct_model_results.keys(), improvement):
+    for key, value in zip(instruct_model_results.keys(), improvement):  # noqa: B905
         print(f'{key}: {value*100:.2f}%')
     # ---- what it did
     assert len(df) == 10 and set(instruct_model_results) == {"rouge1", "rouge2", "rougeL", "rougeLsum"}

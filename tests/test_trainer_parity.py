@@ -101,9 +101,10 @@ def test_bert_classifier_train_evaluate_predict_match_transformers(tmp_path, cap
     torch.manual_seed(0)
     transformers.BertForSequenceClassification(config).save_pretrained(tmp_path)
     evaluation = padded_examples(10, 64, seed=3, label="label")  # 4 + 4 + 2: the last batch is smaller
+    train = padded_examples(40, 64, seed=2, label="label")
     ours, theirs = both_trainers(tmp_path, AutoModelForSequenceClassification,
-                                 transformers.BertForSequenceClassification, padded_examples(40, 64, seed=2, label="label"),
-                                 evaluation, per_device_train_batch_size=4)
+                                 transformers.BertForSequenceClassification, train, evaluation,
+                                 per_device_train_batch_size=4)
     ours.train()
     theirs.train()
     pairs = assert_same_run(ours, theirs)

@@ -274,10 +274,10 @@ def test_token_classification_guide(tmp_path):
     def compute_metrics(p):
         predictions, labels = p
         predictions = np.argmax(predictions, axis=2)
-        true_predictions = [[label_list[p] for (p, lab) in zip(prediction, label) if lab != -100]
-                            for prediction, label in zip(predictions, labels)]
-        true_labels = [[label_list[lab] for (p, lab) in zip(prediction, label) if lab != -100]
-                       for prediction, label in zip(predictions, labels)]
+        true_predictions = [[label_list[p] for (p, lab) in zip(prediction, label) if lab != -100]  # noqa: B905
+                            for prediction, label in zip(predictions, labels)]  # noqa: B905
+        true_labels = [[label_list[lab] for (p, lab) in zip(prediction, label) if lab != -100]  # noqa: B905
+                       for prediction, label in zip(predictions, labels)]  # noqa: B905
         results = seqeval.compute(predictions=true_predictions, references=true_labels)
         return {"precision": results["overall_precision"], "recall": results["overall_recall"],
                 "f1": results["overall_f1"], "accuracy": results["overall_accuracy"]}

@@ -48,8 +48,8 @@ from .callbacks import (CallbackHandler, DefaultFlowCallback, PrinterCallback, P
                         TrainerState)
 from .checkpoints import checkpoint_paths, latest_checkpoint, write_checkpoint
 from .collators import default_collator_for
-from .data import (TrainingData, body_parameters, counts_shifted_labels, default_label_names, estimate_flos, example_lengths,
-                   input_tokens, items_in_step, micro_batch_weight, signature_columns, to_device)
+from .data import (TrainingData, body_parameters, counts_shifted_labels, default_label_names, estimate_flos,
+                   example_lengths, input_tokens, items_in_step, micro_batch_weight, signature_columns, to_device)
 from .distributed import _full_state_options, place_model
 from .evaluation import Evaluation, TrainOutput, TrainResult  # noqa: F401  (TrainResult re-exported)
 from .metrics import truncate_metrics
