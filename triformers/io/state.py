@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -20,7 +21,7 @@ from torch import nn
 from ..config import ModelConfig
 from ..dialects import Dialect, get_dialect
 from ..errors import CheckpointError
-from ..layers.storage import is_transposed, mapped_from, release_pages
+from ..layers.storage import is_transposed
 
 logger = logging.getLogger("triformers")
 LEGACY_NAMES = ((re.compile(r"LayerNorm\.gamma$"), "LayerNorm.weight"),
@@ -61,7 +62,7 @@ def _param_dtype(config: ModelConfig, name: str, dtype: torch.dtype) -> torch.dt
     return dtype
 
 
-def load_state(model: nn.Module, dialect: Dialect, tensors: dict[str, torch.Tensor], origin: dict[str, Path],
+def load_state(model: nn.Module, dialect: Dialect, tensors: Mapping[str, torch.Tensor], origin: dict[str, Path],
                ignore_mismatched_sizes: bool = False, dtype: torch.dtype | None = None) -> dict[str, list[str]]:
     """Fill a meta-device model from checkpoint tensors, floating ones in `dtype` (default: torch's
     default dtype); return what was new, unused, mismatched."""
@@ -108,14 +109,13 @@ def load_state(model: nn.Module, dialect: Dialect, tensors: dict[str, torch.Tens
                 raise CheckpointError(f"shape mismatch in {origin[found[0]]}: {detail}{hint}")
             if value.is_floating_point():
                 value = value.to(_param_dtype(config, ours, dtype))
-            if not is_transposed(value):  # GPT-2's Conv1D weights stay views of the file until used (layers.linear)
+            if not is_transposed(value):  # GPT-2's Conv1D weights stay transposed views until used (layers.linear)
                 value = value.contiguous()
             _set_tensor(model, ours, value)
             for key, source in zip(found, sources, strict=True):
-                if source.untyped_storage().data_ptr() != value.untyped_storage().data_ptr():
-                    release_pages(source, origin[key])  # copied out: keep one copy resident, not two
-                elif is_transposed(value):
-                    mapped_from(model.get_parameter(ours), origin[key])  # released once written out row-major
+                if source.untyped_storage().data_ptr() != value.untyped_storage().data_ptr() \
+                        and hasattr(tensors, "forget"):
+                    tensors.forget(key)  # copied out (fused, cast): hold one copy, not two
             filled.add(ours)
     if missing:
         raise CheckpointError(f"checkpoint {', '.join(where)} lacks {len(missing)} tensors the model needs: "
