@@ -114,7 +114,7 @@ def load_model(cls, checkpoint: Checkpoint, *, head: str | None = None, dtype: t
         checkpoint = locate(checkpoint.folder, overrides=checkpoint.overrides)
     else:
         raise CheckpointError(f"{checkpoint.folder} was saved again each time it was read; load it once it is quiet")
-    dialect, config, folder = checkpoint.dialect, checkpoint.config, checkpoint.folder
+    dialect, config = checkpoint.dialect, checkpoint.config
     if dialect.family != cls.family:
         raise ConfigError(f"{checkpoint.config_file}: model_type {dialect.model_type!r} is a {dialect.family} "
                           f"model, not {cls.family} ({cls.__name__})")
