@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import io
 import json
 import logging
 import os
@@ -31,7 +32,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from ..errors import InputError
-from ..io.files import atomic_write
+from ..io.files import UNLIMITED, atomic_write, open_regular, parse_json, read_json
 
 logger = logging.getLogger("triformers")
 
@@ -76,21 +77,21 @@ def iter_documents(files: Sequence[Path], text_field: str = "text", document_per
 
 
 def _documents_of(path: Path, text_field: str, document_per: str) -> Iterator[str]:
+    """Documents of one file, read through the guarded reader (a regular file; JSON lines strict and with a
+    nesting cap, each error naming the file and line; text files with undecodable bytes replaced)."""
     if path.suffix in JSONL_SUFFIXES:
-        with open(path, encoding="utf-8") as handle:
+        with open_regular(path, "corpus file", UNLIMITED, InputError) as (handle, _):
             for line_number, line in enumerate(handle, 1):
                 if not line.strip():
                     continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise InputError(f"{path}:{line_number}: not valid JSON ({err.msg})") from None
+                record = parse_json(line, f"{path}:{line_number} (a JSON line)", InputError)
                 if not isinstance(record, dict) or not isinstance(record.get(text_field), str):
                     raise InputError(f"{path}:{line_number}: expected an object with a string {text_field!r} field")
                 if record[text_field].strip():
                     yield record[text_field]
         return
-    with open(path, encoding="utf-8", errors="replace") as handle:
+    with open_regular(path, "corpus file", UNLIMITED, InputError) as (raw, _), \
+            io.TextIOWrapper(raw, encoding="utf-8", errors="replace") as handle:
         if document_per == "file":
             text = handle.read()
             if text.strip():
@@ -187,7 +188,7 @@ class TokenCorpus:
 
     @classmethod
     def load(cls, path: Path) -> TokenCorpus:
-        meta = json.loads(path.with_suffix(".json").read_text())
+        meta = read_json(path.with_suffix(".json"), "token cache", InputError)
         offsets = np.load(path.with_suffix(".offsets.npy"))
         tokens = np.memmap(path, dtype=meta["dtype"], mode="r", shape=(int(offsets[-1]),)) if offsets[-1] else \
             np.zeros(0, dtype=meta["dtype"])
