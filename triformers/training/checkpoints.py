@@ -35,11 +35,21 @@ STATE_KEYS = {"step": int, "tokens": int, "world_size": int, "global_batch": int
               "optimizer": dict, "rng": list}
 
 
+def _restore_moved_aside(folder: Path) -> None:
+    """Put back a checkpoint moved aside by a writer killed before its replacement was in place."""
+    for aside in folder.glob(".old-checkpoint-*"):
+        match = _MOVED_ASIDE.match(aside.name)
+        home = folder / match.group(1) if match else None
+        if home is not None and not home.exists() and (aside / "trainer_state.pt").is_file():
+            os.replace(aside, home)
+
+
 def checkpoint_paths(output_dir: str | os.PathLike) -> list[Path]:
     """Complete checkpoints under output_dir/checkpoints, oldest first."""
     folder = Path(output_dir) / "checkpoints"
     if not folder.is_dir():
         return []
+    _restore_moved_aside(folder)
     found = [p for p in folder.iterdir() if CHECKPOINT.match(p.name) and (p / "trainer_state.pt").is_file()]
     return sorted(found, key=lambda p: int(CHECKPOINT.match(p.name).group(1)))
 
@@ -69,13 +79,9 @@ def _sweep(folder: Path) -> None:
     is in place; a moved-aside checkpoint whose step has no checkpoint any more is put back."""
     for stale in folder.glob(".tmp-checkpoint-*"):
         shutil.rmtree(stale)  # rank 0 is the only writer
+    _restore_moved_aside(folder)
     for aside in folder.glob(".old-checkpoint-*"):
-        match = _MOVED_ASIDE.match(aside.name)
-        home = folder / match.group(1) if match else None
-        if home is not None and not home.exists() and (aside / "trainer_state.pt").is_file():
-            os.replace(aside, home)
-        else:
-            shutil.rmtree(aside)
+        shutil.rmtree(aside)  # its replacement is in place
 
 
 def write_checkpoint(output_dir: str | os.PathLike, step: int, state: dict[str, Any],
