@@ -13,16 +13,13 @@ Kills run in a child process that SIGKILLs itself at the chosen moment, under a 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import textwrap
 import threading
 import time
 import zipfile
 
 import pytest
 import torch
+from conftest import run_limited
 from safetensors.torch import load_file, save_file
 
 from triformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, CheckpointError
@@ -30,7 +27,6 @@ from triformers.io.weights import read_weights
 from triformers.tokenization import train_tokenizer
 from triformers.training.checkpoints import checkpoint_paths, latest_checkpoint, write_checkpoint
 
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 IDS = torch.tensor([[1, 2, 3, 4]])
 
 
@@ -43,13 +39,6 @@ def gpt2(positions: int, seed: int):
 def logits(model) -> torch.Tensor:
     with torch.no_grad():
         return model(IDS).logits
-
-
-def run_child(code: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    """Run `code` in a fresh interpreter (one thread, a 4 GiB address-space limit, a time limit)."""
-    prelude = "import resource\nresource.setrlimit(resource.RLIMIT_AS, (4 * 2**30, 4 * 2**30))\n"
-    return subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(code), *args], capture_output=True,
-                          text=True, timeout=timeout, env=ENV)
 
 
 # ---- 1. a save is published as one set --------------------------------------------------------------------
@@ -94,7 +83,7 @@ def test_killed_between_two_renames_the_folder_loads_as_the_new_set(tmp_path, to
     old = gpt2(16, 0)
     old.save_pretrained(folder)
     AutoTokenizer.from_pretrained(str(tokenizers["old"])).save_pretrained(str(folder))
-    done = run_child(KILL_MID_PUBLISH, str(folder), kind, str(tokenizers["new"]))
+    done = run_limited(KILL_MID_PUBLISH, str(folder), kind, str(tokenizers["new"]))
     assert done.returncode == -9, done.stderr[-2000:]
     assert list(folder.glob(".triformers-staging-*")), "the kill came after the publication finished"
     new = gpt2(24, 1)
@@ -196,7 +185,7 @@ def test_resaving_a_step_killed_midway_keeps_a_complete_checkpoint(tmp_path, mom
     out = tmp_path / "run"
     old = gpt2(16, 0)
     write_checkpoint(out, 5, {"step": 5, "new": False}, old.save_pretrained, keep=3)
-    done = run_child(KILL_MID_CHECKPOINT, str(out), moment)
+    done = run_limited(KILL_MID_CHECKPOINT, str(out), moment)
     assert done.returncode == -9, done.stderr[-2000:]
     last = latest_checkpoint(out)
     assert last is not None and last.name == "checkpoint-0000005"
@@ -232,7 +221,7 @@ def test_rewriting_the_file_in_place_does_not_change_a_loaded_model(tmp_path):
 
 def test_truncating_the_file_after_loading_cannot_kill_the_process(tmp_path):
     gpt2(16, 0).save_pretrained(tmp_path)
-    done = run_child("""
+    done = run_limited("""
         import os, sys, torch
         from triformers import AutoModelForCausalLM
         model = AutoModelForCausalLM.from_pretrained(sys.argv[1])

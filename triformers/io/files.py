@@ -46,8 +46,7 @@ def open_regular(path: str | os.PathLike, what: str, max_bytes: int = MAX_JSON_B
         raise error(f"{what} not found: {path}") from None
     except OSError as err:
         raise error(f"cannot read {what} {path}: {err.strerror or err}") from None
-    handle = os.fdopen(fd, "rb")
-    with handle:
+    try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise error(f"{what} {path} is not a regular file; refused")
@@ -55,6 +54,11 @@ def open_regular(path: str | os.PathLike, what: str, max_bytes: int = MAX_JSON_B
             raise error(f"{what} {path} is {info.st_size} bytes, more than the {max_bytes} such a file may have; "
                         "refused")
         os.set_blocking(fd, True)
+        handle = os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+    with handle:
         yield handle, info
 
 

@@ -53,9 +53,13 @@ def _inside(folder: Path, name: str, index_file: Path) -> Path:
     return folder / name
 
 
+def _present(path: Path) -> bool:
+    return path.exists() or path.is_symlink()
+
+
 def _index(view: FolderView, index_name: str) -> tuple[Path, dict[str, str]] | None:
     index_file = view.path(index_name)
-    if not index_file.is_file():
+    if not _present(index_file):
         return None
     index = read_json(index_file, "weight index", CheckpointError)
     weight_map = index.get("weight_map")
@@ -78,11 +82,11 @@ def _weight_files(view: FolderView) -> tuple[list[Path], dict[str, str] | None, 
         paths = [view.path(shard) if "/" not in shard else _inside(view.folder, shard, index_file)
                  for shard in shards]
         for shard, p in zip(shards, paths, strict=True):
-            if not p.is_file():
+            if not _present(p):
                 raise CheckpointError(f"{index_file}: shard {shard!r} is missing from {view.folder}")
         return paths, weight_map, index_file
     for name in (SAFE_WEIGHTS, TORCH_WEIGHTS):
-        if view.is_file(name):
+        if _present(view.path(name)):  # a FIFO or folder of that name is refused by the reader, not skipped
             return [view.path(name)], None, None
     raise CheckpointError(f"no weights in {view.folder}: expected {SAFE_WEIGHTS}, {SAFE_INDEX} or {TORCH_WEIGHTS}")
 
