@@ -144,10 +144,11 @@ def strict_json(value: Any) -> Any:
     return value
 
 
-def _umask() -> int:
+def file_mode() -> int:
+    """The permissions of an ordinary new file under the process' umask."""
     mask = os.umask(0)
     os.umask(mask)
-    return mask
+    return 0o666 & ~mask
 
 
 def atomic_write(path: str | os.PathLike, content: str | bytes | Callable[[str], None]) -> Path:
@@ -166,7 +167,7 @@ def atomic_write(path: str | os.PathLike, content: str | bytes | Callable[[str],
                 handle.write(content.encode("utf-8") if isinstance(content, str) else content)
                 handle.flush()
                 os.fsync(handle.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, file_mode())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

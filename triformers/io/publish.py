@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from ..errors import CheckpointError
-from .files import _umask, atomic_write, fsync_path, parse_json, read_bytes
+from .files import atomic_write, file_mode, fsync_path, parse_json, read_bytes
 
 STAGING_PREFIX = ".triformers-staging-"
 MANIFEST = ".manifest.json"
@@ -147,7 +147,7 @@ def publish(folder: str | os.PathLike, stale: Callable[[Path], Iterable[str]] | 
                            and not p.name.startswith(STAGING_PREFIX))
             if any(not (staging / name).is_file() or (staging / name).is_symlink() for name in files):
                 raise CheckpointError(f"a save into {folder} may only write plain files, got {files}")
-            mode = 0o666 & ~_umask()
+            mode = file_mode()
             for name in files:
                 os.chmod(staging / name, mode)  # an ordinary file's permissions, whoever wrote it
                 fsync_path(staging / name)
@@ -191,9 +191,6 @@ class FolderView:
         if moved is not None and moved.exists():
             return moved
         return self.folder / name
-
-    def is_file(self, name: str) -> bool:
-        return self.path(name).is_file()
 
 
 @contextmanager
