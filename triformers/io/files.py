@@ -69,6 +69,21 @@ def check_regular(path: str | os.PathLike, what: str, max_bytes: int,
         return info.st_size
 
 
+def read_lines(handle: IO[bytes], what: str, max_line: int, error: type[Exception] = ConfigError
+               ) -> Iterator[tuple[int, bytes]]:
+    """(line number, line without its newline) of a binary file, each line at most `max_line` bytes, so
+    that a file without newlines (a sparse terabyte) is never read into memory whole."""
+    number = 0
+    while True:
+        line = handle.readline(max_line + 1)
+        if not line:
+            return
+        number += 1
+        if len(line) > max_line:
+            raise error(f"{what}: line {number} is longer than {max_line} bytes; refused")
+        yield number, line.rstrip(b"\n").removesuffix(b"\r")
+
+
 def read_bytes(path: str | os.PathLike, what: str, max_bytes: int = MAX_JSON_BYTES,
                error: type[Exception] = ConfigError) -> bytes:
     """A whole file, checked by `open_regular` (and cut off at the cap should it grow meanwhile)."""

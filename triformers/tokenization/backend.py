@@ -9,7 +9,7 @@
   does not fit inside it; a charsmap that fits but is malformed can only panic, which is caught.
 - Threads: the backend holds the padding and truncation settings of a call as its own state, and a
   setting change while another thread's call runs is refused by it ("Already borrowed"). Each Tokenizer
-  call that sets them, runs and resets them does so under the Tokenizer's lock (`CallLock`), as does
+  call that sets them, runs and resets them does so under the Tokenizer's lock (`new_lock`), as does
   every other call that changes the backend or runs with the interpreter lock released; `configure`
   maps transformers' padding / truncation arguments onto those settings.
 """
@@ -28,19 +28,28 @@ from typing import Any, Iterator
 from ..errors import TokenizerError
 
 
+def as_tokenizer_error(err: BaseException, what: str) -> BaseException:
+    """An exception or panic of the `tokenizers` backend as a TokenizerError naming `what`; any other
+    BaseException (KeyboardInterrupt, SystemExit) as it is."""
+    if isinstance(err, TokenizerError):
+        return err
+    if isinstance(err, Exception):
+        return TokenizerError(f"{what}: {err}")
+    if type(err).__name__ == "PanicException":
+        return TokenizerError(f"{what}: the tokenizers library failed on it ({str(err)[:200]})")
+    return err
+
+
 @contextmanager
 def backend_errors(what: str) -> Iterator[None]:
-    """Exceptions and panics of the `tokenizers` backend as a TokenizerError that names `what`."""
+    """`as_tokenizer_error` for a block."""
     try:
         yield
-    except TokenizerError:
-        raise
-    except Exception as err:
-        raise TokenizerError(f"{what}: {err}") from None
     except BaseException as err:
-        if type(err).__name__ != "PanicException":
+        mapped = as_tokenizer_error(err, what)
+        if mapped is err:
             raise
-        raise TokenizerError(f"{what}: the tokenizers library failed on it ({str(err)[:200]})") from None
+        raise mapped from None
 
 
 def check_precompiled(charsmap: bytes, where: str) -> None:
@@ -137,33 +146,20 @@ def configure(tokenizer: Any, padding, truncation, max_length, stride, pad_to_mu
     return trunc is not None
 
 
-class CallLock:
-    """A lock for one Tokenizer: pickled as nothing, made anew in a child process after `fork` (where a
-    thread of the parent might have held it)."""
+_LOCKED: weakref.WeakSet = weakref.WeakSet()  # objects holding a `new_lock`, given a fresh one after fork
 
-    _all: weakref.WeakSet = weakref.WeakSet()
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        CallLock._all.add(self)
+def new_lock(owner: Any) -> threading.Lock:
+    """A lock for `owner` (kept as `owner._lock`), replaced in a child process after `fork`, where a thread
+    of the parent might have held it."""
+    _LOCKED.add(owner)
+    return threading.Lock()
 
-    def __enter__(self) -> None:
-        self._lock.acquire()
 
-    def __exit__(self, *exc: Any) -> None:
-        self._lock.release()
-
-    def __reduce__(self):
-        return CallLock, ()
-
-    def __deepcopy__(self, memo: dict) -> CallLock:
-        return CallLock()
-
-    @classmethod
-    def _after_fork(cls) -> None:
-        for lock in list(cls._all):
-            lock._lock = threading.Lock()
+def _after_fork() -> None:
+    for owner in list(_LOCKED):
+        owner._lock = threading.Lock()
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=CallLock._after_fork)
+    os.register_at_fork(after_in_child=_after_fork)

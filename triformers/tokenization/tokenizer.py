@@ -20,7 +20,7 @@ from tokenizers import AddedToken
 from tokenizers import Tokenizer as Backend
 
 from ..errors import TokenizerError
-from .backend import CallLock, backend_errors, configure
+from .backend import as_tokenizer_error, backend_errors, configure, new_lock
 from .batch import BatchEncoding
 from .converters import GENERIC, SPECIAL_KEYS, VERY_LARGE_INTEGER, Family
 from .specials import _content, _special_property, clean_up_tokenization
@@ -46,7 +46,7 @@ class Tokenizer:
         name_or_path: str = "",
     ):
         self.backend = backend
-        self._lock = CallLock()
+        self._lock = new_lock(self)
         self.family = family
         self.model_max_length = int(model_max_length)
         self.padding_side = padding_side
@@ -241,12 +241,17 @@ class Tokenizer:
                 raise TokenizerError(f"text input must be a string or a list of strings, got {type(item).__name__}")
         with self._lock:  # the settings are the backend's state: one call at a time sets, uses, resets them
             try:
-                with backend_errors(f"tokenization failed (text input, is_split_into_words={is_split_into_words})"):
-                    truncating = configure(self, padding, truncation, max_length, stride, pad_to_multiple_of,
-                                                 padding_side)
-                    encodings = self.backend.encode_batch(
-                        inputs, add_special_tokens=add_special_tokens, is_pretokenized=is_split_into_words
-                    )
+                truncating = configure(self, padding, truncation, max_length, stride, pad_to_multiple_of,
+                                       padding_side)
+                encodings = self.backend.encode_batch(
+                    inputs, add_special_tokens=add_special_tokens, is_pretokenized=is_split_into_words
+                )
+            except BaseException as err:  # bare Exceptions and panics of the backend
+                mapped = as_tokenizer_error(err, f"tokenization failed (text input, is_split_into_words="
+                                                 f"{is_split_into_words})")
+                if mapped is err:
+                    raise
+                raise mapped from None
             finally:
                 self.backend.no_padding()
                 self.backend.no_truncation()
@@ -335,6 +340,16 @@ class Tokenizer:
         if clean_up and type(self.backend.model).__name__ != "BPE":
             return clean_up_tokenization(text)
         return text
+
+    # ---- pickling: the lock is per process --------------------------------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_lock", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = new_lock(self)
 
     # ---- saving -------------------------------------------------------------------------------
     def save_pretrained(self, save_directory: str) -> list[str]:

@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import TrainingError
-from ..io.files import UNLIMITED, atomic_write, open_regular, parse_json, strict_json
+from ..io.files import atomic_write, open_regular, parse_json, strict_json
 
 logger = logging.getLogger("triformers")
+MAX_LOG_BYTES = 2**30  # a log line per step: a billion bytes is millions of steps
+MAX_LINE_BYTES = 2**20
 
 
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:
@@ -24,22 +26,26 @@ def append_jsonl(path: Path, record: dict[str, Any]) -> None:
         handle.write(json.dumps(strict_json(record), allow_nan=False) + "\n")
 
 
+def _record(line: bytes) -> dict[str, Any] | None:
+    """One log line as a record, or None if it is not a JSON object with an integer step."""
+    if len(line) > MAX_LINE_BYTES:
+        return None
+    try:
+        record = parse_json(line, "metrics line", TrainingError)
+    except TrainingError:
+        return None
+    return record if isinstance(record, dict) and type(record.get("step")) is int else None
+
+
 def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """The well-formed records of a metrics log, in order (see the module docstring)."""
-    with open_regular(path, "metrics log", UNLIMITED, TrainingError) as (handle, _):
-        data = handle.read()
+    """The well-formed records of a metrics log, in order (see the module docstring); lines are read at most
+    MAX_LINE_BYTES at a time, so a log without newlines is never held whole."""
     records, skipped = [], []
-    for number, line in enumerate(data.split(b"\n"), 1):
-        if not line.strip():
-            continue
-        try:
-            record = parse_json(line, "metrics line", TrainingError)
-        except TrainingError:
-            record = None
-        if isinstance(record, dict) and type(record.get("step")) is int:
-            records.append(record)
-        else:
-            skipped.append(number)
+    with open_regular(path, "metrics log", MAX_LOG_BYTES, TrainingError) as (handle, _):
+        for number, line in enumerate(iter(lambda: handle.readline(MAX_LINE_BYTES + 1), b""), 1):
+            if line.strip():
+                record = _record(line)
+                (records if record is not None else skipped).append(record if record is not None else number)
     if skipped:
         logger.warning("%s: skipped %d malformed line(s) (%s), such as a last line cut short by a kill", path,
                        len(skipped), ", ".join(map(str, skipped[:5])))
