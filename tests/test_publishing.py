@@ -153,6 +153,29 @@ def test_saving_over_a_sharded_folder_leaves_no_stale_index_or_shard(tmp_path):
     torch.testing.assert_close(logits(AutoModelForCausalLM.from_pretrained(folder)), logits(new), rtol=0, atol=0)
 
 
+def test_a_save_that_fails_to_write_leaves_the_old_set_and_names_the_folder(tmp_path, monkeypatch):
+    import errno
+
+    import triformers.io.pretrained
+
+    folder = tmp_path / "m"
+    old = gpt2(16, 0)
+    old.save_pretrained(folder)
+
+    def full_disk(state, path, metadata=None):
+        with open(path, "wb") as handle:
+            handle.write(b"half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(triformers.io.pretrained, "save_file", full_disk)
+    with pytest.raises(CheckpointError, match=rf"cannot save into {folder}: .*No space left on device"):
+        gpt2(24, 1).save_pretrained(folder)
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
+    torch.testing.assert_close(logits(AutoModelForCausalLM.from_pretrained(folder)), logits(old), rtol=0, atol=0)
+    with pytest.raises(CheckpointError, match=r"it is a file, not a folder"):
+        old.save_pretrained(folder / "config.json")
+
+
 # ---- 2. a trainer checkpoint never vanishes ------------------------------------------------------------
 KILL_MID_CHECKPOINT = """
     import os, signal, sys, torch

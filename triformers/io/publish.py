@@ -37,6 +37,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
+from safetensors import SafetensorError
+
 from ..errors import CheckpointError
 from .files import atomic_write, file_mode, fsync_path, parse_json, read_bytes
 
@@ -126,13 +128,8 @@ def _recover(folder: Path) -> None:
 
 
 @contextmanager
-def publish(folder: str | os.PathLike, stale: Callable[[Path], Iterable[str]] | None = None) -> Iterator[Path]:
-    """Yield a fresh staging folder; when the block ends without an error, the plain files written into it
-    replace their namesakes in `folder` as one set, and the names `stale(folder)` lists that the set does not
-    contain are removed with it. On an error nothing in `folder` changes."""
-    folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
-        raise CheckpointError(f"cannot save into {folder}: it is a file, not a folder")
+def _staging(folder: Path) -> Iterator[Path]:
+    """A fresh staging folder inside `folder`, locked by its writer for the block, removed afterwards."""
     folder.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=folder))
     try:
@@ -141,28 +138,50 @@ def publish(folder: str | os.PathLike, stale: Callable[[Path], Iterable[str]] | 
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX)
             except OSError:
-                pass
+                pass  # no locks on this file system
             yield staging
-            files = sorted(p.name for p in staging.iterdir() if p.name not in (WRITER, MANIFEST)
-                           and not p.name.startswith(STAGING_PREFIX))
-            if any(not (staging / name).is_file() or (staging / name).is_symlink() for name in files):
-                raise CheckpointError(f"a save into {folder} may only write plain files, got {files}")
-            mode = file_mode()
-            for name in files:
-                os.chmod(staging / name, mode)  # an ordinary file's permissions, whoever wrote it
-                fsync_path(staging / name)
-            with _locked(folder, fcntl.LOCK_EX):
-                _recover(folder)
-                remove = sorted(set(stale(folder) if stale else ()) - set(files))
-                manifest = {"format": 1, "files": files, "remove": remove}
-                atomic_write(staging / MANIFEST, json.dumps(manifest))
-                fsync_path(staging)
-                _roll_forward(folder, staging, manifest)
         finally:
             os.close(lock)
     finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _commit(folder: Path, staging: Path, stale: Callable[[Path], Iterable[str]] | None,
+            error: type[Exception]) -> None:
+    """Flush the staged files, then commit and move them in under the folder's exclusive lock."""
+    files = sorted(p.name for p in staging.iterdir() if p.name not in (WRITER, MANIFEST)
+                   and not p.name.startswith(STAGING_PREFIX))
+    if any(not (staging / name).is_file() or (staging / name).is_symlink() for name in files):
+        raise error(f"a save into {folder} may only write plain files, got {files}")
+    mode = file_mode()
+    for name in files:
+        os.chmod(staging / name, mode)  # an ordinary file's permissions, whoever wrote it
+        fsync_path(staging / name)
+    with _locked(folder, fcntl.LOCK_EX):
+        _recover(folder)
+        remove = sorted(set(stale(folder) if stale else ()) - set(files))
+        manifest = {"format": 1, "files": files, "remove": remove}
+        atomic_write(staging / MANIFEST, json.dumps(manifest))
+        fsync_path(staging)
+        _roll_forward(folder, staging, manifest)
+
+
+@contextmanager
+def publish(folder: str | os.PathLike, stale: Callable[[Path], Iterable[str]] | None = None,
+            error: type[Exception] = CheckpointError) -> Iterator[Path]:
+    """Yield a fresh staging folder; when the block ends without an error, the plain files written into it
+    replace their namesakes in `folder` as one set, and the names `stale(folder)` lists that the set does not
+    contain are removed with it. On an error nothing in `folder` changes; a failure to write (a read-only
+    folder, a full disk) is an `error` naming the folder."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise error(f"cannot save into {folder}: it is a file, not a folder")
+    try:
+        with _staging(folder) as staging:
+            yield staging
+            _commit(folder, staging, stale, error)
+    except (OSError, SafetensorError) as err:
+        raise error(f"cannot save into {folder}: {err}") from None
 
 
 class FolderView:

@@ -302,7 +302,7 @@ def save_folder(tokenizer: Tokenizer, save_directory: str) -> list[str]:
         "tokenizer_config.json": json.dumps(config, indent=2, ensure_ascii=False, allow_nan=False),
         "special_tokens_map.json": json.dumps(tokenizer.special_tokens_map, indent=2, ensure_ascii=False),
     }
-    with publish(folder) as staging:
+    with publish(folder, error=TokenizerError) as staging:
         for name, text in files.items():
             (staging / name).write_text(text + "\n", encoding="utf-8")
     return [str(folder / name) for name in files]

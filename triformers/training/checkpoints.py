@@ -88,13 +88,20 @@ def write_checkpoint(output_dir: str | os.PathLike, step: int, state: dict[str, 
                      export: Callable[[Path], None], keep: int) -> Path:
     """Write checkpoint-<step> through a temporary folder put in place in one step; keep the newest `keep`."""
     folder = Path(output_dir) / "checkpoints"
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise TrainingError(f"cannot write checkpoints into {folder}: {err}") from None
     final = folder / f"checkpoint-{step:07d}"
     tmp = folder / f".tmp-{final.name}-{os.getpid()}"
     _sweep(folder)
     tmp.mkdir()
     try:
-        torch.save(state, tmp / "trainer_state.pt")
+        try:
+            torch.save(state, tmp / "trainer_state.pt")
+        except (OSError, RuntimeError) as err:  # torch reports a full disk as a RuntimeError
+            raise TrainingError(f"cannot write checkpoint {final} (is the disk full or read-only?): "
+                                f"{str(err).splitlines()[0]}") from None
         export(tmp)
         if not final.exists():
             os.replace(tmp, final)
@@ -116,7 +123,7 @@ def write_checkpoint(output_dir: str | os.PathLike, step: int, state: dict[str, 
 def export_into(output_dir: str | os.PathLike, export: Callable[[Path], None]) -> None:
     """Run `export(folder)` and publish what it writes into `output_dir` as one set, removing weight files
     of an earlier export that the new set does not replace (the checkpoints and logs there stay)."""
-    with publish(output_dir, stale=weight_names) as staging:
+    with publish(output_dir, stale=weight_names, error=TrainingError) as staging:
         export(staging)
 
 
