@@ -41,7 +41,7 @@ def open_regular(path: str | os.PathLike, what: str, max_bytes: int = MAX_JSON_B
     known to be a regular file of at most `max_bytes`."""
     path = Path(path)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
         raise error(f"{what} not found: {path}") from None
     except OSError as err:
@@ -53,7 +53,8 @@ def open_regular(path: str | os.PathLike, what: str, max_bytes: int = MAX_JSON_B
         if info.st_size > max_bytes:
             raise error(f"{what} {path} is {info.st_size} bytes, more than the {max_bytes} such a file may have; "
                         "refused")
-        os.set_blocking(fd, True)
+        if hasattr(os, "O_NONBLOCK"):
+            os.set_blocking(fd, True)
         handle = os.fdopen(fd, "rb")
     except BaseException:
         os.close(fd)

@@ -27,7 +27,6 @@ on without them (a kill is still safe; only a reader racing a writer is then unp
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
@@ -40,6 +39,13 @@ from typing import Callable, Iterable, Iterator
 from safetensors import SafetensorError
 
 from ..errors import CheckpointError
+
+try:
+    import fcntl
+    SHARED, EXCLUSIVE = fcntl.LOCK_SH, fcntl.LOCK_EX
+except ImportError:  # no flock (Windows): publishing stays kill-safe, readers racing writers are not locked out
+    fcntl = None
+    SHARED, EXCLUSIVE = 1, 2
 from .files import atomic_write, file_mode, fsync_path, parse_json, read_bytes
 
 STAGING_PREFIX = ".triformers-staging-"
@@ -52,6 +58,9 @@ _ABANDONED_S = 600  # a staging folder whose writer never took its lock, left th
 def _locked(path: Path, mode: int, blocking: bool = True) -> Iterator[bool]:
     """An flock on `path` (a folder or a file) for the block; yields False if it could not be taken
     without waiting (when `blocking` is False) and True otherwise, also where locks are unsupported."""
+    if fcntl is None:
+        yield True
+        return
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
     except OSError:
@@ -97,7 +106,7 @@ def _writer_alive(staging: Path) -> bool:
             return time.time() - staging.stat().st_mtime < _ABANDONED_S
         except OSError:
             return False
-    with _locked(lock, fcntl.LOCK_EX, blocking=False) as free:
+    with _locked(lock, EXCLUSIVE, blocking=False) as free:
         return not free
 
 
@@ -136,7 +145,8 @@ def _staging(folder: Path) -> Iterator[Path]:
         lock = os.open(staging / WRITER, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
         try:
             try:
-                fcntl.flock(lock, fcntl.LOCK_EX)
+                if fcntl is not None:
+                    fcntl.flock(lock, fcntl.LOCK_EX)
             except OSError:
                 pass  # no locks on this file system
             yield staging
@@ -157,7 +167,7 @@ def _commit(folder: Path, staging: Path, stale: Callable[[Path], Iterable[str]] 
     for name in files:
         os.chmod(staging / name, mode)  # an ordinary file's permissions, whoever wrote it
         fsync_path(staging / name)
-    with _locked(folder, fcntl.LOCK_EX):
+    with _locked(folder, EXCLUSIVE):
         _recover(folder)
         remove = sorted(set(stale(folder) if stale else ()) - set(files))
         manifest = {"format": 1, "files": files, "remove": remove}
@@ -216,7 +226,7 @@ class FolderView:
 def reading(folder: str | os.PathLike) -> Iterator[FolderView]:
     """A consistent view of `folder` for the block: no publication changes it while the lock is held."""
     folder = Path(folder)
-    with _locked(folder, fcntl.LOCK_SH):
+    with _locked(folder, SHARED):
         yield FolderView(folder)
 
 

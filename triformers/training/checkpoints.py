@@ -18,6 +18,7 @@ import errno
 import os
 import re
 import shutil
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -62,6 +63,8 @@ def latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
 def exchange(a: Path, b: Path) -> bool:
     """Swap two existing paths in one atomic step (Linux `renameat2` with RENAME_EXCHANGE); False where the
     C library, kernel or file system has no such operation."""
+    if not sys.platform.startswith("linux"):
+        return False
     renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
     if renameat2 is None:
         return False
