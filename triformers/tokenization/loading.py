@@ -144,6 +144,40 @@ def _load(folder: Path, view: FolderView, overrides: dict[str, Any], name_or_pat
     if isinstance(additional, dict):  # transformers 4's named extras
         additional = list(additional.values())
 
+    backend, family, special, additional, post = _backend(folder, view, config, family, special, additional)
+    if post is not None:  # legacy files: tokens the config pins to ids, in id order
+        for _index, token in sorted(config.get("added_tokens_decoder", {}).items(), key=lambda kv: int(kv[0])):
+            if backend.token_to_id(_name(token)) is None:
+                backend.add_tokens(
+                    [
+                        Tokenizer._as_added(token)
+                        if isinstance(token, dict) and token.get("special")
+                        else AddedToken(_name(token), normalized=False)
+                    ]
+                )
+    tokenizer = Tokenizer(
+        backend,
+        family,
+        special_tokens={k: v for k, v in special.items() if k in cv.SPECIAL_KEYS},
+        additional_special_tokens=additional,
+        model_max_length=int(config.get("model_max_length") or cv.VERY_LARGE_INTEGER),
+        padding_side=config.get("padding_side") or "right",
+        truncation_side=config.get("truncation_side") or "right",
+        clean_up_tokenization_spaces=config.get("clean_up_tokenization_spaces", False),
+        model_input_names=config.get("model_input_names"),
+        config={k: v for k, v in config.items() if k not in _DROPPED_KEYS and k not in cv.SPECIAL_KEYS},
+        name_or_path=name_or_path,
+    )
+    if post is not None:
+        set_post_processor(tokenizer, post, config)
+    return tokenizer
+
+
+def _backend(folder: Path, view: FolderView, config: dict, family: cv.Family | None, special: dict,
+             additional: list) -> tuple[Any, cv.Family, dict, list, str | None]:
+    """The backend from tokenizer.json or the legacy files (in transformers' order of preference), with the
+    family, special tokens and additional tokens those files imply, and the legacy post-processor to set."""
+    config_file = folder / "tokenizer_config.json"
     if view.path("tokenizer.json").exists():
         backend = cv.load_tokenizer_json(view.path("tokenizer.json"))
         family = family or cv.GENERIC
@@ -167,7 +201,7 @@ def _load(folder: Path, view: FolderView, overrides: dict[str, Any], name_or_pat
     elif view.path("spiece.model").exists():
         family = _check_family(family, cv.T5, folder / "spiece.model", config_file)
         special = {**cv.T5.specials, **special}
-        extra_ids = config.get("extra_ids", cv.T5_EXTRA_IDS)
+        extra_ids = cv.T5_EXTRA_IDS if config.get("extra_ids") is None else config["extra_ids"]
         backend, controls = cv.t5_from_spm(view.path("spiece.model"), extra_ids)
         sentinels = [f"<extra_id_{i}>" for i in range(extra_ids)]
         if not any("<extra_id_" in _name(t) for t in additional):
@@ -178,33 +212,7 @@ def _load(folder: Path, view: FolderView, overrides: dict[str, Any], name_or_pat
         raise TokenizerError(
             f"no tokenizer files in {folder}: expected one of {', '.join(TOKENIZER_FILES)}; found {present}"
         )
-
-    if post is not None:  # legacy files: tokens the config pins to ids, in id order
-        for _index, token in sorted(config.get("added_tokens_decoder", {}).items(), key=lambda kv: int(kv[0])):
-            if backend.token_to_id(_name(token)) is None:
-                backend.add_tokens(
-                    [
-                        Tokenizer._as_added(token)
-                        if isinstance(token, dict) and token.get("special")
-                        else AddedToken(_name(token), normalized=False)
-                    ]
-                )
-    tokenizer = Tokenizer(
-        backend,
-        family,
-        special_tokens={k: v for k, v in special.items() if k in cv.SPECIAL_KEYS},
-        additional_special_tokens=additional,
-        model_max_length=int(config.get("model_max_length") or cv.VERY_LARGE_INTEGER),
-        padding_side=config.get("padding_side", "right"),
-        truncation_side=config.get("truncation_side", "right"),
-        clean_up_tokenization_spaces=config.get("clean_up_tokenization_spaces", False),
-        model_input_names=config.get("model_input_names"),
-        config={k: v for k, v in config.items() if k not in _DROPPED_KEYS and k not in cv.SPECIAL_KEYS},
-        name_or_path=name_or_path,
-    )
-    if post is not None:
-        set_post_processor(tokenizer, post, config)
-    return tokenizer
+    return backend, family, special, additional, post
 
 
 def _name(token: Any) -> str:

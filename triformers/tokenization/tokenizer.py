@@ -239,22 +239,8 @@ class Tokenizer:
         for item in texts if text_pair is None else texts + pairs:
             if not isinstance(item, (str, list, tuple)) or (not is_split_into_words and not isinstance(item, str)):
                 raise TokenizerError(f"text input must be a string or a list of strings, got {type(item).__name__}")
-        with self._lock:  # the settings are the backend's state: one call at a time sets, uses, resets them
-            try:
-                truncating = configure(self, padding, truncation, max_length, stride, pad_to_multiple_of,
-                                       padding_side)
-                encodings = self.backend.encode_batch(
-                    inputs, add_special_tokens=add_special_tokens, is_pretokenized=is_split_into_words
-                )
-            except BaseException as err:  # bare Exceptions and panics of the backend
-                mapped = as_tokenizer_error(err, f"tokenization failed (text input, is_split_into_words="
-                                                 f"{is_split_into_words})")
-                if mapped is err:
-                    raise
-                raise mapped from None
-            finally:
-                self.backend.no_padding()
-                self.backend.no_truncation()
+        truncating, encodings = self._encode(inputs, (padding, truncation, max_length, stride, pad_to_multiple_of,
+                                                      padding_side), add_special_tokens, is_split_into_words)
         longest = max((len(e.ids) for e in encodings), default=0)
         if not truncating and max_length is None and 0 < self.model_max_length < longest:
             # transformers only warns here: the model's position table is the hard limit
@@ -282,6 +268,26 @@ class Tokenizer:
         if return_length:
             data["length"] = [len(e.ids) for e in encodings]
         return BatchEncoding(self._convert(data, batched, return_tensors), encodings)
+
+    def _encode(self, inputs: list, settings: tuple, add_special_tokens: bool, pretokenized: bool
+                ) -> tuple[bool, list]:
+        """(truncating?, encodings) of one call: the settings are the backend's state, so one call at a time
+        sets, uses and resets them, under the lock; the backend's bare Exceptions and panics are TokenizerErrors."""
+        with self._lock:
+            try:
+                truncating = configure(self, *settings)
+                encodings = self.backend.encode_batch(inputs, add_special_tokens=add_special_tokens,
+                                                      is_pretokenized=pretokenized)
+            except BaseException as err:
+                mapped = as_tokenizer_error(err, f"tokenization failed (text input, is_split_into_words="
+                                                 f"{pretokenized})")
+                if mapped is err:
+                    raise
+                raise mapped from None
+            finally:
+                self.backend.no_padding()
+                self.backend.no_truncation()
+        return truncating, encodings
 
     @staticmethod
     def _convert(data: dict[str, list], batched: bool, return_tensors: str | None) -> dict[str, Any]:
