@@ -51,7 +51,7 @@ from tqdm.auto import tqdm
 
 from ..errors import TrainingError
 from .arguments import TrainingArguments
-from .checkpoints import checkpoint_paths, latest_checkpoint, write_checkpoint
+from .checkpoints import checkpoint_paths, export_into, latest_checkpoint, read_state, resuming, write_checkpoint
 from .distributed import _full_state_options, bf16_supported, init_distributed, meta_copy, shard_model
 from .metrics import append_jsonl, plot_metrics, truncate_metrics
 from .optim import build_optimizer, learning_rate
@@ -291,8 +291,8 @@ class Trainer:
         if self.dist.is_main:
             export = self.export or (lambda model, folder: model.save_pretrained(folder))
             model = self._exportable(state)
-            if final:
-                export(model, self.out)
+            if final:  # published into output_dir as one set (its checkpoints and logs stay)
+                export_into(self.out, lambda folder: export(model, folder))
             if not final or self.args.save_strategy != "no":
                 path = write_checkpoint(self.out, self.step, state, lambda folder: export(model, folder),
                                         self.args.save_total_limit)
@@ -305,10 +305,7 @@ class Trainer:
         path = latest_checkpoint(self.out) if where is True or where == "latest" else Path(where)
         if path is None:
             raise TrainingError(f"resume_from_checkpoint: no checkpoint under {self.out / 'checkpoints'}")
-        state_file = path / "trainer_state.pt"
-        if not state_file.is_file():
-            raise TrainingError(f"resume_from_checkpoint: {state_file} does not exist")
-        state = torch.load(state_file, map_location="cpu", weights_only=True)
+        state = read_state(path / "trainer_state.pt")
         if state["global_batch"] != self.global_batch:
             raise TrainingError(f"resume_from_checkpoint: {path} was trained with a global batch of "
                                 f"{state['global_batch']}, this run has {self.global_batch} (per_device_train_batch_"
@@ -317,21 +314,23 @@ class Trainer:
             written = "with" if state.get("fsdp") else "without"
             raise TrainingError(f"resume_from_checkpoint: {path} was written {written} fsdp; resume it the same way "
                                 "(the optimizer state is stored differently)")
-        if self.args.fsdp:  # every rank reads the full state dicts and keeps its own shards
-            from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
+        with resuming(path):  # another model shape or optimizer setup: one TrainingError naming the checkpoint
+            if self.args.fsdp:  # every rank reads the full state dicts and keeps its own shards
+                from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
 
-            set_model_state_dict(self.model, state["model"], options=_full_state_options())
-            set_optimizer_state_dict(self.model, self.optimizer, state["optimizer"], options=_full_state_options())
-        else:
-            self.model.load_state_dict(state["model"])
-            self.optimizer.load_state_dict(state["optimizer"])
-        self.step, self.tokens = int(state["step"]), int(state["tokens"])
-        if state["world_size"] == self.dist.world_size:
-            restore_rng(state["rng"][self.dist.rank])
-        else:
-            logger.warning("resume: %d processes now, %d before; dropout RNG streams are re-seeded",
-                           self.dist.world_size, state["world_size"])
-            self._seed_all(self.step)
+                set_model_state_dict(self.model, state["model"], options=_full_state_options())
+                set_optimizer_state_dict(self.model, self.optimizer, state["optimizer"],
+                                         options=_full_state_options())
+            else:
+                self.model.load_state_dict(state["model"])
+                self.optimizer.load_state_dict(state["optimizer"])
+            self.step, self.tokens = int(state["step"]), int(state["tokens"])
+            if state["world_size"] == self.dist.world_size:
+                restore_rng(state["rng"][self.dist.rank])
+            else:
+                logger.warning("resume: %d processes now, %d before; dropout RNG streams are re-seeded",
+                               self.dist.world_size, state["world_size"])
+                self._seed_all(self.step)
         logger.info("resumed from %s at step %d", path, self.step)
 
     def _fresh_start(self) -> None:
