@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -49,3 +52,12 @@ def join_as_rank(rank: int, world_size: int, port: int) -> None:
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
     torch.set_num_threads(1)
+
+
+def run_limited(code: str, *args: str, memory: int = 4 * 2**30, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run `code` in a fresh interpreter under an address-space limit of `memory` bytes and a time limit:
+    for cases that, should they regress, would hang, abort or kill the process running them."""
+    prelude = f"import resource\nresource.setrlimit(resource.RLIMIT_AS, ({memory}, {memory}))\n"
+    return subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(code), *args], capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, "OMP_NUM_THREADS": "1",
+                                                           "RUST_BACKTRACE": "0"})

@@ -259,3 +259,226 @@ def test_fuzz_generate_arguments(models, tallies, family, arguments, batch, data
     if out is not None:
         assert out.dim() == 2 and out.dtype == torch.long and int(out.min()) >= 0 and int(out.max()) < 64
         assert not any(isinstance(v, float) and not math.isfinite(v) for v in kwargs.values())
+
+
+# ---- files of every type, nesting and value class (see README, Security) -----------------------------------
+@pytest.fixture(scope="module")
+def full_folder(tmp_path_factory, gpt2_folder, tokenizer_folder):
+    """A GPT-2 checkpoint with a tokenizer, a trainer state, a metrics log and data files beside it."""
+    folder = tmp_path_factory.mktemp("full")
+    for source in (gpt2_folder, tokenizer_folder):
+        for path in source.iterdir():
+            (folder / path.name).write_bytes(path.read_bytes())
+    torch.save({"step": 3, "tokens": 10, "world_size": 1, "global_batch": 2, "model": {"w": torch.ones(8)},
+                "optimizer": {}, "rng": [{}]}, folder / "trainer_state.pt")
+    (folder / "metrics.jsonl").write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.0}\n')
+    (folder / "train.jsonl").write_text('{"text": "hello", "label": "pos"}\n{"text": "bye", "label": "neg"}\n')
+    (folder / "corpus.jsonl").write_text('{"text": "a document"}\n')
+    return folder
+
+
+def _read_everything(folder):
+    """Everything triformers reads from such a folder, each reader's error naming its file."""
+    from triformers.finetuning.data import read_records
+    from triformers.pretraining.corpus import iter_documents
+    from triformers.training.checkpoints import read_state
+    from triformers.training.metrics import read_metrics
+
+    return {"model": lambda: AutoModelForCausalLM.from_pretrained(folder),
+            "tokenizer": lambda: AutoTokenizer.from_pretrained(str(folder))(["hello world", "x"]),
+            "trainer_state.pt": lambda: read_state(folder / "trainer_state.pt"),
+            "metrics.jsonl": lambda: read_metrics(folder / "metrics.jsonl"),
+            "train.jsonl": lambda: read_records(folder / "train.jsonl"),
+            "corpus.jsonl": lambda: list(iter_documents([folder / "corpus.jsonl"]))}
+
+
+READ_BY = {"config.json": "model", "model.safetensors": "model", "tokenizer.json": "tokenizer",
+           "tokenizer_config.json": "tokenizer", "special_tokens_map.json": "tokenizer",
+           "trainer_state.pt": "trainer_state.pt", "metrics.jsonl": "metrics.jsonl", "train.jsonl": "train.jsonl",
+           "corpus.jsonl": "corpus.jsonl"}
+SPECIAL_KINDS = ["fifo", "dev_zero", "folder", "empty", "dangling_link", "link_loop", "sparse_1tb"]
+
+
+def _make_special(path, kind: str) -> None:
+    path.unlink()
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "dev_zero":
+        os.symlink("/dev/zero", path)
+    elif kind == "folder":
+        path.mkdir()
+    elif kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "dangling_link":
+        os.symlink(path.parent / "nowhere", path)
+    elif kind == "link_loop":
+        os.symlink(path, path)
+    else:
+        with open(path, "wb") as handle:
+            handle.truncate(2**40)  # sparse: a terabyte that takes no disk
+
+
+def _alarm(*_):
+    raise TimeoutError("a read hung")
+
+
+@FUZZ
+@given(name=st.sampled_from(sorted(READ_BY)), kind=st.sampled_from(SPECIAL_KINDS))
+def test_fuzz_special_files(full_folder, tmp_path, tallies, name, kind):
+    """Any file replaced by a FIFO, /dev/zero, a folder, nothing, a dangling or looping link, a sparse
+    terabyte: read by its reader, never a hang (an alarm fires after 20 s) or a raw exception."""
+    import signal
+
+    folder = _fresh(full_folder, tmp_path / "f")
+    _make_special(folder / name, kind)
+    tally = tallies.setdefault("special files", Counter())
+    previous = signal.signal(signal.SIGALRM, _alarm)
+    signal.alarm(20)
+    try:
+        contract(tally, (name,), _read_everything(folder)[READ_BY[name]])
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@FUZZ
+@given(name=st.sampled_from(["config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                             "train.jsonl", "corpus.jsonl", "metrics.jsonl"]),
+       depth=st.integers(1, 200_000), brackets=st.sampled_from(["[]", "{}"]), inside=st.booleans())
+def test_fuzz_json_nesting(full_folder, tmp_path, tallies, name, depth, brackets, inside):
+    """JSON nested to any depth, whole or under one key: parsed, or refused naming the file."""
+    folder = _fresh(full_folder, tmp_path / "f")
+    open_, close = brackets
+    nested = (open_ + '"k": ') * depth + "1" + close * depth if open_ == "{" else open_ * depth + close * depth
+    text = '{"a": ' + nested + "}" if inside else nested
+    (folder / name).write_text(text if not name.endswith("jsonl") else text + "\n")
+    tally = tallies.setdefault("json nesting", Counter())
+    contract(tally, (name,), _read_everything(folder)[READ_BY[name]])
+
+
+@FUZZ
+@given(data=st.data())
+def test_fuzz_tokenizer_config_values(full_folder, tmp_path, tallies, data):
+    """tokenizer_config.json / special_tokens_map.json with keys set to any JSON value; loaded and called."""
+    folder = _fresh(full_folder, tmp_path / "f")
+    name = data.draw(st.sampled_from(["tokenizer_config.json", "special_tokens_map.json"]))
+    keys = ["model_max_length", "padding_side", "truncation_side", "pad_token", "eos_token", "unk_token",
+            "additional_special_tokens", "added_tokens_decoder", "model_input_names", "extra_ids",
+            "clean_up_tokenization_spaces", "tokenizer_class", "add_prefix_space"]
+    config = json.loads((folder / name).read_text())
+    for _ in range(data.draw(st.integers(1, 3))):
+        config[data.draw(st.sampled_from(keys))] = data.draw(JSON_VALUES)
+    (folder / name).write_text(json.dumps(config))
+    tally = tallies.setdefault("tokenizer_config.json", Counter())
+    contract(tally, (name, "tokenizer.json", "tokeniz"), _read_everything(folder)["tokenizer"])
+
+
+@FUZZ
+@given(header=st.one_of(st.integers(0, 2**24), st.just(0xFFFFFFF0), st.sampled_from([4, 8, 12, 16, 32])),
+       body=st.binary(max_size=64))
+def test_fuzz_precompiled_charsmap(full_folder, tmp_path, tallies, header, body):
+    """A SentencePiece charsmap of any header and bytes in tokenizer.json: refused, or loaded and any panic
+    when it is used turned into a TokenizerError (never an abort: a claimed trie beyond the bytes given is
+    refused before the backend reserves it)."""
+    import base64
+
+    folder = _fresh(full_folder, tmp_path / "f")
+    charsmap = struct.pack("<I", header) + body
+    tree = json.loads((folder / "tokenizer.json").read_text())
+    tree["normalizer"] = {"type": "Precompiled", "precompiled_charsmap": base64.b64encode(charsmap).decode()}
+    (folder / "tokenizer.json").write_text(json.dumps(tree))
+    tally = tallies.setdefault("precompiled_charsmap", Counter())
+    contract(tally, ("tokenizer.json", "tokeniz"), _read_everything(folder)["tokenizer"])
+
+
+@FUZZ
+@given(data=st.data())
+def test_fuzz_legacy_bpe_files(tmp_path, tallies, data):
+    """vocab.json with ids of any JSON value and merges.txt with any lines: loaded and called, or refused
+    naming the file."""
+    folder = tmp_path / "bpe"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir()
+    vocab = {"h": 0, "e": 1, "l": 2, "o": 3, "he": 4, "ll": 5, "hell": 6, "hello": 7}
+    for _ in range(data.draw(st.integers(0, 3))):
+        vocab[data.draw(st.sampled_from(sorted(vocab) + ["x"]))] = data.draw(JSON_VALUES)
+    merges = ["#version: 0.2", "h e", "l l", "he ll", "hell o"]
+    merges += data.draw(st.lists(st.text(max_size=8), max_size=3))
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("\n".join(merges) + "\n")
+    tally = tallies.setdefault("vocab.json + merges.txt", Counter())
+    tokenizer = contract(tally, ("vocab.json", "merges.txt"), lambda: AutoTokenizer.from_pretrained(str(folder)))
+    if tokenizer is not None:
+        contract(tally, ("tokeniz",), lambda: tokenizer(["hello", "oh"]))
+
+
+RECORD_KEYS = ["text", "label", "text_pair", "tokens", "ner_tags", "source", "target"]
+WORDS = st.lists(st.sampled_from(["a", "b"]), min_size=1, max_size=3)
+TEXT = st.text(min_size=1, max_size=5).filter(str.strip)
+GOOD_RECORDS = st.fixed_dictionaries({"text": TEXT, "label": st.sampled_from(["pos", "neg", 0, 1]), "tokens": WORDS,
+                                      "ner_tags": WORDS, "source": TEXT, "target": TEXT})
+
+
+@FUZZ
+@given(task=st.sampled_from(["text-classification", "token-classification", "seq2seq"]),
+       lines=st.lists(st.one_of(GOOD_RECORDS, st.dictionaries(st.sampled_from(RECORD_KEYS), JSON_VALUES, max_size=4),
+                                JSON_VALUES), min_size=1, max_size=4))
+def test_fuzz_fine_tuning_records(tmp_path, tallies, task, lines):
+    """A JSONL data file whose lines are any JSON values (objects with any of the tasks' fields, or not):
+    read and checked by the task, or refused naming the file."""
+    from triformers.finetuning.tasks import TASKS
+
+    path = tmp_path / "train.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    tally = tallies.setdefault(f"data/{task}", Counter())
+    records = contract(tally, ("train.jsonl",), lambda: TASKS[task].read(None, str(path)))
+    if records is not None:
+        assert all(isinstance(r, dict) for r in records)
+
+
+@FUZZ
+@given(data=st.data())
+def test_fuzz_resume_files(full_folder, tmp_path, tallies, data):
+    """trainer_state.pt with bytes flipped or cut, and metrics.jsonl with any lines: a TrainingError naming
+    the file, or a state / log that is read (a metrics log never stops a resume)."""
+    from triformers.training.checkpoints import read_state
+    from triformers.training.metrics import read_metrics
+
+    folder = _fresh(full_folder, tmp_path / "f")
+    state = bytearray((folder / "trainer_state.pt").read_bytes())
+    if data.draw(st.booleans()):
+        state = state[: data.draw(st.integers(0, len(state) - 1))]
+    else:
+        for _ in range(data.draw(st.integers(1, 8))):
+            state[data.draw(st.integers(0, len(state) - 1))] = data.draw(st.integers(0, 255))
+    (folder / "trainer_state.pt").write_bytes(bytes(state))
+    lines = data.draw(st.lists(st.one_of(st.text(max_size=30), st.builds(json.dumps, JSON_VALUES)), max_size=5))
+    (folder / "metrics.jsonl").write_text("\n".join(lines))
+    tally = tallies.setdefault("resume files", Counter())
+    contract(tally, ("trainer_state.pt",), lambda: read_state(folder / "trainer_state.pt"))
+    assert all(type(r["step"]) is int for r in read_metrics(folder / "metrics.jsonl"))
+
+
+@FUZZ
+@given(ref=st.one_of(st.text(max_size=50), st.sampled_from(["../../..", "/etc", "a" * 40, "0" * 40 + "/.."])),
+       revision=st.one_of(st.none(), st.text(max_size=20), st.sampled_from(["..", "../x", "/abs", "refs/pr/1"])))
+def test_fuzz_cache_names(tmp_path, tallies, monkeypatch, ref, revision):
+    """A `refs/` file and a `revision` of any text: a folder inside the cache's snapshots, or refused."""
+    from triformers.errors import ModelNotFoundError
+    from triformers.io.hub import resolve
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    repo = tmp_path / "hub" / "models--org--name"
+    shutil.rmtree(tmp_path / "hub", ignore_errors=True)
+    (repo / "snapshots" / ("a" * 40)).mkdir(parents=True)
+    (repo / "refs" / "pr").mkdir(parents=True)
+    for name in ("main", "pr/1"):
+        (repo / "refs" / name).write_text(ref)
+    tally = tallies.setdefault("refs and revisions", Counter())
+    try:
+        found = resolve("org/name", revision=revision, cache_dir=tmp_path / "hub")
+    except ModelNotFoundError:
+        tally["ModelNotFoundError"] += 1
+        return
+    tally["result"] += 1
+    assert found.resolve().parent == (repo / "snapshots").resolve()

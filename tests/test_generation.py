@@ -266,3 +266,59 @@ def test_bloom_matches_transformers(tmp_path):
         expected = hf.generate(ids, attention_mask=mask, max_new_tokens=NEW, min_new_tokens=NEW, **kwargs)
         assert torch.equal(ours.generate(ids, attention_mask=mask, max_new_tokens=NEW, min_new_tokens=NEW, **kwargs),
                            expected), kwargs
+
+
+# ---- numeric edge values: checked, or made safe (no error from inside torch) ------------------------------
+def _tiny(pad_token_id=None, nan=False):
+    torch.manual_seed(0)
+    config = triformers.AutoConfig.for_model("gpt2", vocab_size=64, n_embd=16, n_layer=1, n_head=2, n_positions=32,
+                                             bos_token_id=1, eos_token_id=1, pad_token_id=pad_token_id)
+    model = triformers.AutoModelForCausalLM.from_config(config).eval()
+    with torch.no_grad():
+        model.embed_tokens.weight.mul_(50.0)  # the tied head: logits wide enough for float32 to overflow
+        if nan:
+            model.embed_tokens.weight.fill_(float("nan"))
+    return model
+
+
+PROMPTS = torch.tensor([[5, 6, 7], [8, 9, 10]])
+
+
+def test_a_config_pad_outside_the_vocabulary_never_reaches_the_model():
+    """Finished rows go on with the pad id, fed back as input: a config's pad of 500 in a vocabulary of 64
+    is dropped (with a warning) for the first EOS id, as transformers does with no pad."""
+    out = _tiny(pad_token_id=500).generate(PROMPTS, max_new_tokens=12, eos_token_id=list(range(0, 64, 3)))
+    assert int(out.max()) < 64
+
+
+def test_a_tiny_temperature_samples_the_argmax():
+    model = _tiny()
+    greedy = model.generate(PROMPTS, max_new_tokens=6)
+    sampled = model.generate(PROMPTS, max_new_tokens=6, do_sample=True, temperature=1e-37, seed=0)
+    assert torch.equal(sampled, greedy)  # scores / 1e-37 overflow float32: the row's maximum alone survives
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(do_sample=True, repetition_penalty=1e-300), "repetition_penalty must be in"),
+    (dict(do_sample=True, temperature=1e-300), "temperature 1e-300 is below float32's smallest"),
+    (dict(do_sample=True, seed=2**70), r"seed must be an integer in 0..2\*\*64-1"),
+    (dict(do_sample=True, min_new_tokens=4, eos_token_id=list(range(64))), "no token could be chosen"),
+    (dict(min_new_tokens=4, eos_token_id=list(range(64))), "no token could be chosen"),
+], ids=["repetition_penalty", "temperature", "seed", "all_banned_sampling", "all_banned_greedy"])
+def test_extreme_generation_values_are_refused_by_name(kwargs, message):
+    with pytest.raises(InputError, match=message):
+        _tiny().generate(PROMPTS, max_new_tokens=6, **kwargs)
+
+
+@pytest.mark.parametrize("kwargs", [dict(do_sample=True, seed=0), dict(), dict(num_beams=2),
+                                    dict(num_beams=2, do_sample=True, seed=0), dict(eos_token_id=None)],
+                         ids=["sampling", "greedy", "beams", "beam_sampling", "greedy_no_eos"])
+def test_nan_logits_are_refused_not_sampled_from(kwargs):
+    with pytest.raises(InputError, match="no token could be chosen: the scores are NaN"):
+        _tiny(nan=True).generate(PROMPTS, max_new_tokens=4, **kwargs)
+
+
+@pytest.mark.parametrize("penalty", [1e308, -1e308, 1e30, -300.0])
+def test_an_extreme_length_penalty_still_gives_valid_beams(penalty):
+    out = _tiny().generate(PROMPTS, max_new_tokens=6, num_beams=3, num_return_sequences=2, length_penalty=penalty)
+    assert out.shape[0] == 4 and int(out.min()) >= 0 and int(out.max()) < 64

@@ -1,10 +1,10 @@
 """Resource bounds: loading a GPT-2-size checkpoint (random weights, ~500 MB of safetensors) costs at
 most about its own size in memory. Measured in a fresh process from /proc/self/status:
-- private (anonymous) memory grows by at most 1.0x the file: no second copy of the weights; tensors
-  loaded as they are stay memory-mapped views of the file, transformed ones (GPT-2's transposed Conv1D
-  weights) are the only copies;
-- peak resident memory (VmHWM: private memory plus the file pages mapped in) grows by at most 1.6x the
-  file: the pages of a transposed weight stay mapped (clean, reclaimable page cache) next to its copy.
+- private (anonymous) memory grows by about 1.0x the file: every tensor is read into the process' own
+  memory (never a view of a mapped file, which a rewrite of the file would change), once; a transformed
+  copy (fused, cast) replaces its source rather than joining it (5% allowed for the interpreter's own);
+- peak resident memory (VmHWM) grows by about as much: no file pages are mapped, so nothing sits
+  beside the private copy (10% allowed).
 """
 
 from __future__ import annotations
@@ -56,5 +56,5 @@ def test_loading_costs_about_the_file_size_in_memory(tmp_path):
     print(f"\nfile {size / 2**20:.0f} MiB; private memory +{measured['anon'] / size:.2f}x, "
           f"peak resident +{measured['peak'] / size:.2f}x the file size")
     assert measured["parameters"] * 4 <= size  # the file holds every parameter in fp32
-    assert measured["anon"] <= 1.0 * size
-    assert measured["peak"] <= 1.6 * size
+    assert measured["anon"] <= 1.05 * size
+    assert measured["peak"] <= 1.1 * size

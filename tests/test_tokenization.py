@@ -264,3 +264,33 @@ def test_impossible_truncation_is_a_clear_error(loaded):
         hf("a b c d e f g h", "x", truncation="only_second", max_length=5)
     with pytest.raises(TokenizerError, match="Truncation error"):
         ours("a b c d e f g h", "x", truncation="only_second", max_length=5)
+
+
+@pytest.mark.parametrize("source", ["gpt2", "trained"])
+def test_concurrent_calls_with_different_settings_get_their_own(source, tmp_path):
+    """Padding and truncation are the backend's state for the length of a call: threads that ask for
+    different settings at once each get exactly what a lone call gets (and no "Already borrowed")."""
+    import concurrent.futures
+
+    from triformers.tokenization import train_tokenizer
+
+    if source == "gpt2":
+        tokenizer = AutoTokenizer.from_pretrained(str(asset("gpt2-tokenizer")))
+    else:
+        tokenizer = train_tokenizer(["hello world", "a much longer sentence than that"] * 5, kind="bpe",
+                                    vocab_size=80, model_max_length=16)
+    tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
+    texts = ["hello world", "a much longer sentence that goes on and on for a while"]
+    settings = [dict(padding="max_length", max_length=20), dict(), dict(padding=True, truncation=True, max_length=4),
+                dict(padding=True, padding_side="left")]
+    expected = [tokenizer(texts, **s) for s in settings]
+    decoded = tokenizer.batch_decode(expected[0]["input_ids"])
+
+    def call(i: int) -> bool:
+        if i % 5 == 4:
+            return tokenizer.batch_decode(expected[0]["input_ids"]) == decoded
+        return dict(tokenizer(texts, **settings[i % 5])) == dict(expected[i % 5])
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(call, range(400)))
+    assert results.count(True) == 400, f"{results.count(False)} of 400 calls got another call's settings"

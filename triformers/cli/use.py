@@ -22,6 +22,7 @@ from typing import Any, Callable
 
 from .registry import Command, register
 from ..errors import InputError
+from ..io.files import strict_json
 
 
 def _common(parser: argparse.ArgumentParser, stdin_whole: bool = False) -> None:
@@ -56,7 +57,7 @@ def _pipeline(args: argparse.Namespace, task: str, **kwargs: Any):
 def _emit(args: argparse.Namespace, texts: list[str], results: list[Any], line: Callable[[Any], list[str]]) -> int:
     """JSON (one result per input) or, per input, the input then its result lines, indented."""
     if args.json:
-        print(json.dumps(results, ensure_ascii=False))
+        print(json.dumps(strict_json(results), ensure_ascii=False, allow_nan=False))  # NaN scores as null
         return 0
     for text, result in zip(texts, results, strict=True):
         if len(texts) > 1:

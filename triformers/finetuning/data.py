@@ -3,6 +3,9 @@
 Files: CSV / TSV with a header line, JSONL (one record per line), a JSON list, or SQuAD-style JSON
 (`data[].paragraphs[].qas[]`, v1 or v2). Labels may be names or integer ids; `label_names` decides the
 id order (see `triformers.finetune`). Answer scoring follows SQuAD's official evaluate-v2.0.py.
+Files are read through the guarded reader (regular files only, a size cap, strict JSON with a nesting
+cap), and every record is checked for its task's fields and their types where it is read: an error
+names the file and the record (or line).
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import collections
 import csv
 import importlib
-import json
+import io
 import re
 import string
 from contextlib import contextmanager
@@ -23,9 +26,11 @@ from torch import nn
 
 from ..config import ModelConfig
 from ..errors import TriformersError
+from ..io.files import decode_utf8, parse_json, read_bytes
 from ..tokenization.batch import pad_ids
 
 Feature = dict[str, Any]  # one example's model inputs as lists / ints, padded by `PaddingCollator`
+MAX_DATA_BYTES = 4 * 2**30  # records are held in memory; a data file beyond this is refused
 
 
 class FinetuneError(TriformersError, ValueError):
@@ -33,48 +38,109 @@ class FinetuneError(TriformersError, ValueError):
 
 
 # ---- reading data ---------------------------------------------------------------------------------------
+def _text(path: Path) -> str:
+    return decode_utf8(read_bytes(path, "data file", MAX_DATA_BYTES, FinetuneError), f"data file {path}", FinetuneError)
+
+
 def read_records(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of a CSV / TSV (header line) or JSONL file, or the list in a JSON file."""
+    """Rows of a CSV / TSV (header line) or JSONL file, or the list in a JSON file; each a JSON object."""
     path = Path(path)
-    if not path.is_file():
-        raise FinetuneError(f"data file {path} does not exist")
+    text = _text(path)
     if path.suffix in (".csv", ".tsv"):
-        with open(path, newline="", encoding="utf-8") as handle:
-            return list(csv.DictReader(handle, delimiter="\t" if path.suffix == ".tsv" else ","))
-    text = path.read_text(encoding="utf-8")
+        reader = csv.DictReader(io.StringIO(text, newline=""), delimiter="\t" if path.suffix == ".tsv" else ",")
+        try:
+            records = list(reader)
+        except csv.Error as err:
+            raise FinetuneError(f"{path}:{reader.line_num}: not CSV ({err})") from None
+        for number, record in enumerate(records, 1):
+            if None in record:
+                raise FinetuneError(f"{path}: record {number} has more fields than the header line names")
+        return records
     if path.suffix == ".json":
-        records = json.loads(text)
+        records = parse_json(text, f"data file {path}", FinetuneError)
         if not isinstance(records, list):
             raise FinetuneError(f"{path}: expected a JSON list of records")
-        return records
-    records = []
-    for number, line in enumerate(text.splitlines(), 1):
-        if line.strip():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as err:
-                raise FinetuneError(f"{path}:{number}: not a JSON line ({err})") from None
+        lines = list(range(1, len(records) + 1))
+    else:
+        numbered = [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+        records = [parse_json(line, f"{path}:{n} (a JSON line)", FinetuneError) for n, line in numbered]
+        lines = [n for n, _ in numbered]
+    for number, record in zip(lines, records, strict=True):
+        if not isinstance(record, dict):
+            where = f"record {number}" if path.suffix == ".json" else f"line {number}"
+            raise FinetuneError(f"{path}: {where} is a {type(record).__name__}, not an object of fields")
     return records
+
+
+def _squad_question(qa: Any, paragraph: dict, path: Path) -> dict[str, Any]:
+    context = paragraph.get("context")
+    if not isinstance(qa, dict) or not isinstance(qa.get("question"), str) or not isinstance(context, str):
+        raise FinetuneError(f"{path}: a question lacks a string 'question' or its paragraph a 'context'")
+    answers, where = qa.get("answers", []), f"{path}: question {qa.get('id')!r}"
+    if not isinstance(answers, list):
+        raise FinetuneError(f"{where}: 'answers' must be a list")
+    out = []
+    for answer in answers:
+        text = answer.get("text") if isinstance(answer, dict) else None
+        start = answer.get("answer_start") if isinstance(answer, dict) else None
+        start = int(start) if isinstance(start, str) and start.isdigit() else start
+        if not isinstance(text, str) or not text or type(start) is not int:
+            raise FinetuneError(f"{where}: each answer needs a non-empty 'text' and an integer 'answer_start'")
+        if not 0 <= start <= len(context) - len(text):
+            raise FinetuneError(f"{where}: answer_start {start} (+ {len(text)} characters) lies outside its "
+                                f"context of {len(context)} characters")
+        out.append((text, start))
+    return {"id": qa.get("id"), "question": qa["question"], "context": context, "answers": out}
 
 
 def read_squad(path: str | Path) -> list[dict[str, Any]]:
     """SQuAD (v1 or v2) JSON -> {id, question, context, answers: [(text, answer_start), ...]} per question."""
+    path = Path(path)
+    tree = parse_json(_text(path), f"data file {path}", FinetuneError)
     try:
-        articles = json.loads(Path(path).read_text(encoding="utf-8"))["data"]
-        return [{"id": qa.get("id"), "question": qa["question"], "context": paragraph["context"],
-                 "answers": [(a["text"], int(a["answer_start"])) for a in qa.get("answers", [])]}
-                for article in articles for paragraph in article["paragraphs"] for qa in paragraph["qas"]]
-    except (OSError, KeyError, TypeError, json.JSONDecodeError) as err:
+        paragraphs = [p for article in tree["data"] for p in article["paragraphs"]]
+        questions = [(qa, p) for p in paragraphs for qa in p["qas"]]
+    except (KeyError, TypeError) as err:
         raise FinetuneError(f"{path}: not SQuAD-style JSON (data[].paragraphs[].qas[]): {err!r}") from None
+    if not all(isinstance(p, dict) for _, p in questions):
+        raise FinetuneError(f"{path}: not SQuAD-style JSON (each paragraph an object)")
+    return [_squad_question(qa, p, path) for qa, p in questions]
 
 
-def require(records: list[dict], keys: Sequence[str], path: str) -> list[dict]:
+def is_text(value: Any) -> bool:
+    return isinstance(value, str)
+
+
+def is_label(value: Any) -> bool:
+    return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
+
+
+def is_words(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def is_labels(value: Any) -> bool:
+    return isinstance(value, list) and all(is_label(v) for v in value)
+
+
+KINDS = {is_text: "a string", is_label: "a label name or integer id", is_words: "a list of strings",
+         is_labels: "a list of label names or ids"}
+
+
+def require(records: list[dict], fields: dict[str, Callable[[Any], bool]], path: str,
+            optional: dict[str, Callable[[Any], bool]] | None = None) -> list[dict]:
+    """Records that each have `fields` (non-empty, of the kind their check accepts) and, where present,
+    `optional` fields of theirs; a FinetuneError names the file, the record and the field."""
     if not records:
         raise FinetuneError(f"{path}: no records")
     for number, record in enumerate(records, 1):
-        missing = [k for k in keys if k not in record or record[k] in (None, "")]
+        missing = [k for k in fields if k not in record or record[k] in (None, "")]
         if missing:
             raise FinetuneError(f"{path}: record {number} lacks {missing} (has {sorted(record)})")
+        for key, check in [*fields.items(), *(optional or {}).items()]:
+            if record.get(key) not in (None, "") and not check(record[key]):
+                raise FinetuneError(f"{path}: record {number}: {key!r} must be {KINDS[check]}, "
+                                    f"got {record[key]!r:.80}")
     return records
 
 

@@ -21,8 +21,9 @@ from ..config import ModelConfig
 from ..errors import InputError
 from ..pipelines.question_answering import QuestionAnsweringPipeline, stride_windows, windower
 from ..tokenization import Tokenizer
-from .data import (Feature, FinetuneError, evaluating, given_labels, label_index, label_names, metric_library,
-                   model_inputs, read_records, read_squad, require, squad_exact, squad_f1)
+from .data import (Feature, FinetuneError, evaluating, given_labels, is_label, is_labels, is_text, is_words,
+                   label_index, label_names, metric_library, model_inputs, read_records, read_squad, require,
+                   squad_exact, squad_f1)
 from .options import FinetuneOptions
 
 
@@ -74,7 +75,7 @@ class TextClassification(Task):
     name, auto_class = "text-classification", AutoModelForSequenceClassification
 
     def read(self, path):
-        return require(read_records(path), ("text", "label"), path)
+        return require(read_records(path), {"text": is_text, "label": is_label}, path, {"text_pair": is_text})
 
     def label_values(self, records):
         return [r["label"] for r in records]
@@ -111,7 +112,7 @@ class TokenClassification(Task):
     name, auto_class, label_first = "token-classification", AutoModelForTokenClassification, "O"
 
     def read(self, path):
-        records = require(read_records(path), ("tokens", "ner_tags"), path)
+        records = require(read_records(path), {"tokens": is_words, "ner_tags": is_labels}, path)
         for number, r in enumerate(records, 1):
             if len(r["tokens"]) != len(r["ner_tags"]):
                 raise FinetuneError(f"{path}: record {number} has {len(r['tokens'])} tokens but "
@@ -223,7 +224,7 @@ class Seq2Seq(Task):
     name, auto_class = "seq2seq", AutoModelForSeq2SeqLM
 
     def read(self, path):
-        return require(read_records(path), ("source", "target"), path)
+        return require(read_records(path), {"source": is_text, "target": is_text}, path)
 
     def sources(self, records):
         return [self.options.source_prefix + r["source"] for r in records]

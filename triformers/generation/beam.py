@@ -12,10 +12,21 @@ import torch
 import torch.nn.functional as F
 
 from .options import GenerationOptions, eos_tensor
-from .processors import Processors
+from .processors import Processors, no_token_error
 from .runner import Runner
 
 NEG = -1.0e9  # transformers' "impossible" score in beam search (finite, so sums stay comparable)
+MAX_NORM = 1e30  # the length normaliser, length ** length_penalty, is kept in [1/MAX_NORM, MAX_NORM]
+
+
+def _length_norm(length: int, penalty: float) -> float:
+    """`length ** penalty` as transformers divides scores by it, kept finite and non-zero: an extreme
+    penalty (1e308) would overflow Python's float or turn every score into 0, -inf or NaN."""
+    try:
+        norm = float(length) ** penalty
+    except OverflowError:
+        norm = MAX_NORM
+    return min(max(norm, 1 / MAX_NORM), MAX_NORM)
 
 
 def _gather(tensor: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -51,6 +62,7 @@ def beam_search(runner: Runner, prompt: torch.Tensor, options: GenerationOptions
     offsets = torch.arange(B, device=device)[:, None] * K  # (B, 1): batch row -> flat row
 
     cur = L
+    failed = torch.zeros((), dtype=torch.bool, device=device)  # NaN scores somewhere
     for step in range(options.max_new_tokens):
         flat = running.view(B * K, max_length)[:, :cur]  # (B*K, cur)
         if step == 0:
@@ -61,9 +73,13 @@ def beam_search(runner: Runner, prompt: torch.Tensor, options: GenerationOptions
         log_probs = processors(flat, F.log_softmax(logits, dim=-1))  # (B*K, V)
         V = log_probs.shape[-1]
         log_probs = (log_probs.view(B, K, V) + running_scores[:, :, None]).view(B, K * V)
+        bad = log_probs.isnan().any(dim=-1)  # (B,): NaN logits (a banned token is -inf, which beams survive)
+        failed |= bad.any()
 
         if options.do_sample:
-            picked = torch.multinomial(F.softmax(log_probs, dim=-1), keep, generator=options.generator)
+            probs = F.softmax(log_probs, dim=-1)
+            probs = probs.masked_fill(probs.isnan().any(dim=-1, keepdim=True), 1.0)  # stand-in, refused below
+            picked = torch.multinomial(probs, keep, generator=options.generator)
             top_scores, order = torch.gather(log_probs, 1, picked).sort(dim=-1, descending=True)
             picked = picked.gather(-1, order)
         else:
@@ -88,7 +104,7 @@ def beam_search(runner: Runner, prompt: torch.Tensor, options: GenerationOptions
 
         # finished hypotheses: candidates that ended among the top K, scored by length-normalised log-prob
         just_done = hits & top_beams[None, :]
-        done_scores = top_scores / ((cur + 1 - L) ** penalty)
+        done_scores = top_scores / _length_norm(cur + 1 - L, penalty)
         full = is_finished.all(dim=-1, keepdim=True) & (early is True)
         done_scores = done_scores + full.float() * NEG + (~can_improve).float() * NEG + (~just_done).float() * NEG
         merged_scores = torch.cat((finished_scores, done_scores), dim=1)
@@ -103,11 +119,14 @@ def beam_search(runner: Runner, prompt: torch.Tensor, options: GenerationOptions
 
         # can a running beam still beat the worst finished one? (transformers' early-stop heuristic)
         best_length = (max_length - L) if (early == "never" and penalty > 0.0) else (cur - L)
-        best_possible = running_scores[:, :1] / (best_length ** penalty)
+        best_possible = running_scores[:, :1] / _length_norm(best_length, penalty)
         worst_done = torch.where(is_finished, finished_scores.min(dim=1, keepdim=True)[0], NEG)
         can_improve = can_improve & (best_possible > worst_done).any(dim=-1, keepdim=True)
         go_on = can_improve.any() & ~(is_finished.all() & (early is True)) & ~hits.all()
-        if not bool(go_on):  # the step's one synchronisation
+        go_on, broken = torch.stack((go_on, failed)).tolist()  # the step's one synchronisation
+        if broken:
+            raise no_token_error(options, step)
+        if not go_on:
             break
 
     R = options.num_return_sequences

@@ -24,6 +24,8 @@ IGNORED = ("token_type_ids",)  # tokenizers return them; they mean nothing to ge
 # own; prompt + new tokens beyond this are refused rather than sizing a KV cache nothing can allocate.
 MAX_UNBOUNDED_POSITIONS = 2**20
 MAX_SEQUENCES = 4096  # num_beams, num_return_sequences: each is a row of the KV cache
+MIN_FACTOR = torch.finfo(torch.float32).tiny  # a temperature / repetition penalty below this is 0 in float32
+MAX_SEED = 2**64 - 1  # torch.Generator seeds are 64-bit
 
 logger = logging.getLogger("triformers")
 
@@ -141,6 +143,9 @@ def resolve_options(model, prompt_length: int, *, max_new_tokens: int | None = N
     if sample and temperature <= 0:
         raise InputError(f"generate: temperature must be > 0 when sampling, got {temperature} "
                          "(for greedy decoding use do_sample=False)")
+    if sample and temperature < MIN_FACTOR:  # scores are divided in float32, where this is 0
+        raise InputError(f"generate: temperature {temperature} is below float32's smallest normal number "
+                         f"({MIN_FACTOR:.3g}); for greedy decoding use do_sample=False")
     if top_k is not None and _int(top_k, "top_k", 0) == 0:
         top_k = None  # transformers: top_k=0 disables the filter
     if top_p is not None:
@@ -159,18 +164,23 @@ def resolve_options(model, prompt_length: int, *, max_new_tokens: int | None = N
     if early_stopping not in (True, False, "never"):
         raise InputError(f"generate: early_stopping must be True, False or 'never', got {early_stopping!r}")
     repetition_penalty = _float(repetition_penalty, "repetition_penalty")
-    if repetition_penalty <= 0:
-        raise InputError(f"generate: repetition_penalty must be > 0, got {repetition_penalty}")
+    if not MIN_FACTOR <= repetition_penalty <= 1 / MIN_FACTOR:  # scores are divided / multiplied in float32
+        raise InputError(f"generate: repetition_penalty must be in [{MIN_FACTOR:.3g}, {1 / MIN_FACTOR:.3g}] "
+                         f"(> 0 and finite in float32), got {repetition_penalty}")
     if generator is not None and seed is not None:
         raise InputError("generate: give either generator or seed, not both")
     if generator is not None and not isinstance(generator, torch.Generator):
         raise InputError(f"generate: generator must be a torch.Generator, got {type(generator).__name__}")
     if seed is not None:
-        generator = torch.Generator(device=model.device).manual_seed(_int(seed, "seed", 0))
+        if _int(seed, "seed", 0) > MAX_SEED:
+            raise InputError(f"generate: seed must be an integer in 0..2**64-1, got {seed!r}")
+        generator = torch.Generator(device=model.device).manual_seed(seed)
 
     eos = _config_ids(eos_token_id, config.eos_token_id, "eos_token_id", V)
-    # the pad id only fills finished rows of the output, so a config's out-of-vocabulary pad is harmless
-    pad = _one_id(pad_token_id, "pad_token_id", V) if pad_token_id is not None else config.pad_token_id
+    # finished rows go on with the pad id, fed back to the model: a config's pad outside the vocabulary
+    # is dropped (with a warning), as its other ids are
+    pad = _one_id(pad_token_id, "pad_token_id", V) if pad_token_id is not None else \
+        next(iter(_config_ids(None, config.pad_token_id, "pad_token_id", V)), None)
     if pad is None and eos:
         pad = eos[0]  # transformers: "Setting pad_token_id to eos_token_id"
     start = None

@@ -5,6 +5,8 @@ its order (`GenerationMixin._get_logits_processor`): repetition penalty, no-repe
 new tokens (EOS masked), forced BOS, forced EOS, then, when sampling, temperature, top-k, top-p.
 Everything that does not change between steps (EOS masks, ignored prompt padding) is built once;
 a step's conditions compare Python ints, so no processor synchronises with the device.
+`unusable` finds the rows from which no token can be chosen (NaN scores, every token banned), which
+the search loops refuse with `no_token_error` rather than sample from or argmax over.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import math
 
 import torch
 
+from ..errors import InputError
 from .options import GenerationOptions
 
 
@@ -89,11 +92,20 @@ class ForceAt:
 
 
 class Temperature:
+    """Scores divided by the temperature. A row in which that overflows to +inf (a tiny temperature) is
+    divided after subtracting its maximum instead: the same distribution (softmax ignores a shift), which
+    the +inf would have made NaN; other rows are divided as transformers divides them."""
+
     def __init__(self, temperature: float):
         self.temperature = temperature
 
     def __call__(self, tokens: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        return scores / self.temperature
+        scaled = scores / self.temperature
+        if self.temperature < 1.0:
+            overflow = (torch.isposinf(scaled) & ~torch.isposinf(scores)).any(dim=-1, keepdim=True)  # (N, 1)
+            shifted = (scores - scores.amax(dim=-1, keepdim=True)) / self.temperature
+            scaled = torch.where(overflow, shifted, scaled)
+        return scaled
 
 
 class TopK:
@@ -120,6 +132,21 @@ class TopP:
         remove = cumulative <= (1 - self.p)
         remove[..., -self.min_tokens_to_keep:] = False
         return scores.masked_fill(remove.scatter(1, order, remove), -math.inf)
+
+
+def unusable(scores: torch.Tensor) -> torch.Tensor:
+    """(N,) True for rows of (N, V) scores from which no token can be chosen: a NaN score (NaN logits, an
+    overflow turned NaN), or every score -inf (every token banned)."""
+    return scores.isnan().any(dim=-1) | torch.isneginf(scores).all(dim=-1)
+
+
+def no_token_error(options: GenerationOptions, step: int | None) -> InputError:
+    where = f"at new token {step + 1}" if step is not None else "while generating"
+    return InputError(f"generate: {where} no token could be chosen: the scores are NaN or every token is banned. "
+                      "NaN comes from the model (NaN or infinite weights) or from extreme settings (repetition_penalty="
+                      f"{options.repetition_penalty}, temperature={options.temperature}); every token is banned by "
+                      f"min_new_tokens={options.min_new_tokens} with eos_token_id={list(options.eos_token_ids)[:8]}, "
+                      f"no_repeat_ngram_size={options.no_repeat_ngram_size} or the forced tokens")
 
 
 class Processors(list):

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from ..errors import InputError
 from .beam import beam_search
 from .options import GenerationOptions, eos_tensor, resolve_options
-from .processors import Processors, build_processors
+from .processors import Processors, build_processors, no_token_error, unusable
 from .runner import Runner
 
 def _padding_mask(input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
@@ -94,6 +94,7 @@ def sample(runner: Runner, prompt: torch.Tensor, options: GenerationOptions, pro
     if streamer is not None:
         streamer.put(prompt.cpu())
     cur = L
+    failed = torch.zeros((), dtype=torch.bool, device=prompt.device)  # a row had no token to choose
     for step in range(options.max_new_tokens):
         if step == 0:  # the prompt is fed once per prompt, then repeated for each return sequence
             logits = runner.logits(prompt, cur).repeat_interleave(R, dim=0)
@@ -103,9 +104,13 @@ def sample(runner: Runner, prompt: torch.Tensor, options: GenerationOptions, pro
         scores = processors(tokens[:, :cur], logits)
         if options.do_sample:
             probs = F.softmax(scores, dim=-1)
+            bad = probs.isnan().any(dim=-1)  # NaN scores, +inf scores, or every token at -inf
+            probs = probs.masked_fill(bad[:, None], 1.0)  # a valid stand-in (never a device assert); refused below
             next_tokens = torch.multinomial(probs, num_samples=1, generator=options.generator).squeeze(1)
         else:
+            bad = unusable(scores)
             next_tokens = torch.argmax(scores, dim=-1)
+        failed |= bad.any()
         if eos is not None:  # finished rows continue with padding
             next_tokens = torch.where(unfinished, next_tokens, options.pad_token_id)
         tokens[:, cur] = next_tokens
@@ -114,8 +119,13 @@ def sample(runner: Runner, prompt: torch.Tensor, options: GenerationOptions, pro
             streamer.put(next_tokens.cpu())
         if eos is not None:
             unfinished &= ~torch.isin(next_tokens, eos)
-            if not bool(unfinished.any()):  # the step's one synchronisation
+            alive, broken = torch.stack((unfinished.any(), failed)).tolist()  # the step's one synchronisation
+            if broken:
+                raise no_token_error(options, step)
+            if not alive:
                 break
+    if bool(failed):  # without EOS ids nothing synchronised during the loop
+        raise no_token_error(options, None)
     if streamer is not None:
         streamer.end()
     return tokens[:, :cur]

@@ -12,10 +12,12 @@ import re
 from pathlib import Path
 
 from ..errors import ModelNotFoundError
+from .files import read_text
 
 # Files worth fetching from the hub: configs, tokenizers, weights (safetensors preferred).
 HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model"]
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
+_REF_PART = re.compile(r"(?!\.\.?$)[\w.\-]{1,200}")  # one part of a ref name; "." and ".." refused
 
 
 def hub_cache_dir() -> Path:
@@ -30,18 +32,30 @@ def is_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
 
 
+def check_revision(revision: str | None) -> str:
+    """A revision is a commit hash or a ref name (`main`, `v1.0`, `refs/pr/1`): names of plain parts, so that
+    joined under `refs/` it can never leave the cache."""
+    revision = "main" if revision is None else revision
+    if not isinstance(revision, str) or not all(_REF_PART.fullmatch(part) for part in revision.split("/")):
+        raise ModelNotFoundError(f"revision {revision!r} is not a commit hash or a ref name (letters, digits, "
+                                 "'.', '_', '-', parts joined by '/'; no '..'); refused")
+    return revision
+
+
 def _cached_snapshot(repo_id: str, revision: str | None, cache_dir: Path) -> Path | None:
     repo = cache_dir / ("models--" + repo_id.replace("/", "--"))
     if not repo.is_dir():
         return None
-    revision = revision or "main"
+    revision = check_revision(revision)
     if _COMMIT.match(revision):
         commit = revision
     else:
         ref = repo / "refs" / revision
         if not ref.is_file():
             return None
-        commit = ref.read_text().strip()
+        commit = read_text(ref, "Hugging Face cache ref", 1024, ModelNotFoundError).strip()
+        if not _COMMIT.match(commit):  # the cache writes a commit hash; anything else is not ours to join
+            raise ModelNotFoundError(f"{ref} holds {commit[:80]!r}, not a commit hash; refused")
     snapshot = repo / "snapshots" / commit
     return snapshot if snapshot.is_dir() else None
 
@@ -57,6 +71,7 @@ def resolve(name_or_path: str | os.PathLike, revision: str | None = None,
     if path.exists():
         raise ModelNotFoundError(f"{name!r} is a file, not a model folder (expected config.json and weights inside)")
     cache = Path(cache_dir).expanduser() if cache_dir else hub_cache_dir()
+    check_revision(revision)
     if re.fullmatch(r"[\w.\-]+(/[\w.\-]+)?", name) and ".." not in name:
         snapshot = _cached_snapshot(name, revision, cache)
         if snapshot is not None:

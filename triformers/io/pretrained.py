@@ -2,8 +2,10 @@
 
 `locate(name)` resolves a name or path to its folder and reads config.json through the dialect once;
 the `Checkpoint` it returns is what the Auto classes, `from_pretrained`, the pipelines and the CLI hand
-to `load_model`, so no call resolves or parses twice. `save_pretrained` writes config.json and
-model.safetensors through the one atomic writer (temporary files, then renamed).
+to `load_model`, so no call resolves or parses twice; should the folder be re-saved between the two, the
+config is read again, so that config and weights always come from one save. `save_pretrained` publishes
+config.json and model.safetensors as one set, and removes the weight files of an earlier save that the
+new set does not replace (an old shard index would otherwise win on the next load): see `io.publish`.
 """
 
 from __future__ import annotations
@@ -21,11 +23,12 @@ from torch import nn
 from ..config import ModelConfig
 from ..dialects import Dialect, get_dialect
 from ..dialects.base import WRITTEN_BY_SAVER
-from ..errors import ConfigError
+from ..errors import CheckpointError, ConfigError
 from . import hub
-from .files import atomic_write, read_json, write_json
+from .files import read_json, write_json
+from .publish import identity, publish, reading
 from .state import cast, load_state, state_dict_to_hf
-from .weights import SAFE_WEIGHTS, read_weights
+from .weights import SAFE_WEIGHTS, read_weights, weight_names
 
 logger = logging.getLogger("triformers")
 # Ignored with a warning: config.json asks for code to be imported from the model folder or the hub.
@@ -39,6 +42,8 @@ class Checkpoint:
     folder: Path
     dialect: Dialect
     config: ModelConfig
+    overrides: dict[str, Any] | None = None
+    stamp: tuple[int, ...] | None = None  # config.json's `identity` when it was read
 
     @property
     def config_file(self) -> Path:
@@ -48,7 +53,8 @@ class Checkpoint:
 def read_config(folder: Path, overrides: dict[str, Any] | None = None) -> tuple[Dialect, ModelConfig]:
     """config.json (+ overrides in its own key names) -> the dialect and our ModelConfig."""
     path = Path(folder) / "config.json"
-    hf = read_json(path, "config.json")
+    with reading(folder) as view:
+        hf = read_json(view.path("config.json"), "config.json")
     for key in REMOTE_CODE_KEYS:
         if key in hf:
             logger.warning("%s: ignoring %r (triformers never runs code from a model folder)", path, key)
@@ -90,13 +96,15 @@ def locate(name_or_path: str | os.PathLike | Checkpoint, revision: str | None = 
            overrides: dict[str, Any] | None = None) -> Checkpoint:
     """The folder of `name_or_path` (local, cached or downloaded) and its config, read once."""
     if isinstance(name_or_path, Checkpoint):
-        if overrides:
-            dialect, config = read_config(name_or_path.folder, overrides)
-            return Checkpoint(name_or_path.folder, dialect, config)
-        return name_or_path
-    folder = hub.resolve(name_or_path, revision=revision)
-    dialect, config = read_config(folder, overrides)
-    return Checkpoint(folder, dialect, config)
+        if not overrides:
+            return name_or_path
+        folder = name_or_path.folder
+    else:
+        folder = hub.resolve(name_or_path, revision=revision)
+    with reading(folder) as view:
+        dialect, config = read_config(folder, overrides)
+        stamp = identity(view.path("config.json"))
+    return Checkpoint(folder, dialect, config, dict(overrides or {}), stamp)
 
 
 def config_to_json(config: ModelConfig, head: str | None) -> dict[str, Any]:
@@ -111,11 +119,17 @@ def load_model(cls, checkpoint: Checkpoint, *, head: str | None = None, dtype: t
     """A model of family class `cls` (with `head`) filled from the checkpoint's weights, in eval mode."""
     if quantize not in (None, "int8"):
         raise ConfigError(f"quantize must be None or 'int8', got {quantize!r}")
-    dialect, config, folder = checkpoint.dialect, checkpoint.config, checkpoint.folder
+    for _ in range(3):  # a folder re-saved after its config was read: read the config of the new save
+        tensors, origin = read_weights(checkpoint.folder)
+        if checkpoint.stamp is None or tensors.stamp == checkpoint.stamp:
+            break
+        checkpoint = locate(checkpoint.folder, overrides=checkpoint.overrides)
+    else:
+        raise CheckpointError(f"{checkpoint.folder} was saved again each time it was read; load it once it is quiet")
+    dialect, config = checkpoint.dialect, checkpoint.config
     if dialect.family != cls.family:
         raise ConfigError(f"{checkpoint.config_file}: model_type {dialect.model_type!r} is a {dialect.family} "
                           f"model, not {cls.family} ({cls.__name__})")
-    tensors, origin = read_weights(folder)
     config = dialect.config_for_weights(config, tensors)
     with torch.device("meta"):
         model = cls(config, head=head)
@@ -132,10 +146,10 @@ def load_model(cls, checkpoint: Checkpoint, *, head: str | None = None, dtype: t
 
 
 def save_pretrained(model: nn.Module, folder: str | os.PathLike) -> None:
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    """config.json + model.safetensors, published into `folder` as one set (old weight files removed)."""
     state = state_dict_to_hf(model)
     config = config_to_json(model.config, model.head)
     config["dtype"] = str(model.dtype).removeprefix("torch.")
-    atomic_write(folder / SAFE_WEIGHTS, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
-    write_json(folder / "config.json", config)
+    with publish(folder, stale=weight_names) as staging:
+        save_file(state, str(staging / SAFE_WEIGHTS), metadata={"format": "pt"})
+        write_json(staging / "config.json", config)

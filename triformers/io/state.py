@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -20,7 +22,7 @@ from torch import nn
 from ..config import ModelConfig
 from ..dialects import Dialect, get_dialect
 from ..errors import CheckpointError
-from ..layers.storage import is_transposed, mapped_from, release_pages
+from ..layers.storage import is_transposed
 
 logger = logging.getLogger("triformers")
 LEGACY_NAMES = ((re.compile(r"LayerNorm\.gamma$"), "LayerNorm.weight"),
@@ -61,12 +63,10 @@ def _param_dtype(config: ModelConfig, name: str, dtype: torch.dtype) -> torch.dt
     return dtype
 
 
-def load_state(model: nn.Module, dialect: Dialect, tensors: dict[str, torch.Tensor], origin: dict[str, Path],
-               ignore_mismatched_sizes: bool = False, dtype: torch.dtype | None = None) -> dict[str, list[str]]:
-    """Fill a meta-device model from checkpoint tensors, floating ones in `dtype` (default: torch's
-    default dtype); return what was new, unused, mismatched."""
-    config: ModelConfig = model.config
-    dtype = dtype or torch.get_default_dtype()
+def _plan(model: nn.Module, dialect: Dialect, tensors: Mapping[str, torch.Tensor]
+          ) -> tuple[list[tuple[Any, str, tuple[str, ...], list[str]]], set[str]]:
+    """For every parameter the weight table covers: (rule, our name, its checkpoint names, the checkpoint keys
+    found for them); and every checkpoint key the table uses (alternatives included)."""
     prefix = dialect.base_prefix
     available: dict[str, str] = {}  # normalised name -> name in the checkpoint
     for key in tensors:
@@ -75,11 +75,9 @@ def load_state(model: nn.Module, dialect: Dialect, tensors: dict[str, torch.Tens
             name = name[len(prefix):]
         available[name] = key
     params = dict(model.named_parameters()) | dict(model.named_buffers())
-    where = sorted({str(p) for p in origin.values()})
-    filled, used = set(), set()
-    missing, mismatched, new = [], [], []
-    for rule in dialect.rules(config, model.head):
-        for ours, theirs in rule.expand(config):
+    plan, used = [], set()
+    for rule in dialect.rules(model.config, model.head):
+        for ours, theirs in rule.expand(model.config):
             if ours not in params:
                 continue  # a head this model does not have: its tensors stay unused
             found = []
@@ -88,41 +86,59 @@ def load_state(model: nn.Module, dialect: Dialect, tensors: dict[str, torch.Tens
                 if alternatives:
                     found.append(available[alternatives[0]])
                     used.update(available[a] for a in alternatives)
-            if len(found) < len(theirs):
-                (new if rule.head is not None else missing).append(ours if rule.head else " + ".join(theirs))
+            plan.append((rule, ours, tuple(theirs), found))
+    return plan, used
+
+
+def load_state(model: nn.Module, dialect: Dialect, tensors: Mapping[str, torch.Tensor], origin: dict[str, Path],
+               ignore_mismatched_sizes: bool = False, dtype: torch.dtype | None = None) -> dict[str, list[str]]:
+    """Fill a meta-device model from checkpoint tensors, floating ones in `dtype` (default: torch's
+    default dtype); return what was new, unused, mismatched. Tensors read on demand (`LazyTensors`) are
+    read ahead of their use, in the order they are used."""
+    config: ModelConfig = model.config
+    dtype = dtype or torch.get_default_dtype()
+    params = dict(model.named_parameters()) | dict(model.named_buffers())
+    where = sorted({str(p) for p in origin.values()})
+    plan, used = _plan(model, dialect, tensors)
+    if hasattr(tensors, "prefetch"):
+        tensors.prefetch([key for *_, found in plan for key in found])
+    filled, missing, mismatched, new = set(), [], [], []
+    for rule, ours, theirs, found in plan:
+        if len(found) < len(theirs):
+            (new if rule.head is not None else missing).append(ours if rule.head else " + ".join(theirs))
+            continue
+        sources = tuple(tensors[k] for k in found)
+        value = rule.load(sources, config) if rule.load else sources[0]
+        target = params[ours]
+        if value.is_floating_point() != target.is_floating_point():
+            raise CheckpointError(f"dtype mismatch in {origin[found[0]]}: {', '.join(found)} is {value.dtype}, "
+                                  f"the model needs a {'floating' if target.is_floating_point() else 'integer'} "
+                                  "tensor")
+        if tuple(value.shape) != tuple(target.shape):
+            detail = f"{', '.join(found)} has shape {tuple(value.shape)}, the config needs {tuple(target.shape)}"
+            if rule.head is not None and ignore_mismatched_sizes:
+                mismatched.append(detail)
+                new.append(ours)
                 continue
-            sources = tuple(tensors[k] for k in found)
-            value = rule.load(sources, config) if rule.load else sources[0]
-            target = params[ours]
-            if value.is_floating_point() != target.is_floating_point():
-                raise CheckpointError(f"dtype mismatch in {origin[found[0]]}: {', '.join(found)} is {value.dtype}, "
-                                      f"the model needs a {'floating' if target.is_floating_point() else 'integer'} "
-                                      "tensor")
-            if tuple(value.shape) != tuple(target.shape):
-                detail = f"{', '.join(found)} has shape {tuple(value.shape)}, the config needs {tuple(target.shape)}"
-                if rule.head is not None and ignore_mismatched_sizes:
-                    mismatched.append(detail)
-                    new.append(ours)
-                    continue
-                hint = " (pass ignore_mismatched_sizes=True to re-initialise this head)" if rule.head else ""
-                raise CheckpointError(f"shape mismatch in {origin[found[0]]}: {detail}{hint}")
-            if value.is_floating_point():
-                value = value.to(_param_dtype(config, ours, dtype))
-            if not is_transposed(value):  # GPT-2's Conv1D weights stay views of the file until used (layers.linear)
-                value = value.contiguous()
-            _set_tensor(model, ours, value)
-            for key, source in zip(found, sources, strict=True):
-                if source.untyped_storage().data_ptr() != value.untyped_storage().data_ptr():
-                    release_pages(source, origin[key])  # copied out: keep one copy resident, not two
-                elif is_transposed(value):
-                    mapped_from(model.get_parameter(ours), origin[key])  # released once written out row-major
-            filled.add(ours)
+            hint = " (pass ignore_mismatched_sizes=True to re-initialise this head)" if rule.head else ""
+            raise CheckpointError(f"shape mismatch in {origin[found[0]]}: {detail}{hint}")
+        if value.is_floating_point():
+            value = value.to(_param_dtype(config, ours, dtype))
+        if not is_transposed(value):  # GPT-2's Conv1D weights stay transposed views until used (layers.linear)
+            value = value.contiguous()
+        _set_tensor(model, ours, value)
+        for key, source in zip(found, sources, strict=True):
+            if source.untyped_storage().data_ptr() != value.untyped_storage().data_ptr() \
+                    and hasattr(tensors, "forget"):
+                tensors.forget(key)  # copied out (fused, cast): hold one copy, not two
+        filled.add(ours)
     if missing:
         raise CheckpointError(f"checkpoint {', '.join(where)} lacks {len(missing)} tensors the model needs: "
                               + "; ".join(missing[:8]) + (" ..." if len(missing) > 8 else ""))
     unfilled = [name for name in params if name not in filled and name not in new]
     if unfilled:
         raise CheckpointError(f"{dialect.model_type} weight table does not cover parameters {unfilled[:8]}")
+    prefix = dialect.base_prefix
     unused = sorted(k for k in tensors if k not in used and not dialect.is_ignored(_legacy(k).removeprefix(prefix)))
     _initialise_new(model, new)
     if new:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import io
 import json
 import logging
 import os
@@ -31,7 +32,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from ..errors import InputError
-from ..io.files import atomic_write
+from ..io.files import UNLIMITED, atomic_write, open_regular, parse_json, read_json, read_lines
 
 logger = logging.getLogger("triformers")
 
@@ -39,6 +40,8 @@ TEXT_SUFFIXES = (".txt", ".text", ".md", ".rst")
 JSONL_SUFFIXES = (".jsonl",)
 CACHE_FORMAT = 1  # bump when the token file layout changes
 DOCUMENT_UNITS = ("line", "paragraph", "file")
+MAX_LINE_CHARS = 256 * 2**20  # one line of a corpus file (a document, with document_per="line")
+MAX_FILE_BYTES = 4 * 2**30  # one corpus file read whole (document_per="file")
 
 
 def cache_root() -> Path:
@@ -75,31 +78,41 @@ def iter_documents(files: Sequence[Path], text_field: str = "text", document_per
             yield doc
 
 
+def _text_lines(handle: io.TextIOBase, where: str) -> Iterator[str]:
+    """The lines of a text file (universal newlines), each at most MAX_LINE_CHARS, so that a file without
+    newlines (a sparse terabyte) is never read into memory whole."""
+    for number, line in enumerate(iter(lambda: handle.readline(MAX_LINE_CHARS + 1), ""), 1):
+        if len(line) > MAX_LINE_CHARS:
+            raise InputError(f"{where}: line {number} is longer than {MAX_LINE_CHARS} characters; refused")
+        yield line
+
+
 def _documents_of(path: Path, text_field: str, document_per: str) -> Iterator[str]:
-    if path.suffix in JSONL_SUFFIXES:
-        with open(path, encoding="utf-8") as handle:
-            for line_number, line in enumerate(handle, 1):
+    """Documents of one file, read through the guarded reader: a regular file, a line at a time (at most
+    MAX_LINE_CHARS; with document_per="file" the file is at most MAX_FILE_BYTES); JSON lines strict and
+    with a nesting cap, each error naming the file and line; in text files undecodable bytes replaced."""
+    whole = document_per == "file" and path.suffix not in JSONL_SUFFIXES
+    with open_regular(path, "corpus file", MAX_FILE_BYTES if whole else UNLIMITED, InputError) as (raw, _):
+        if path.suffix in JSONL_SUFFIXES:
+            for number, line in read_lines(raw, f"corpus file {path}", MAX_LINE_CHARS, InputError):
                 if not line.strip():
                     continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise InputError(f"{path}:{line_number}: not valid JSON ({err.msg})") from None
+                record = parse_json(line, f"{path}:{number} (a JSON line)", InputError)
                 if not isinstance(record, dict) or not isinstance(record.get(text_field), str):
-                    raise InputError(f"{path}:{line_number}: expected an object with a string {text_field!r} field")
+                    raise InputError(f"{path}:{number}: expected an object with a string {text_field!r} field")
                 if record[text_field].strip():
                     yield record[text_field]
-        return
-    with open(path, encoding="utf-8", errors="replace") as handle:
-        if document_per == "file":
+            return
+        handle = io.TextIOWrapper(raw, encoding="utf-8", errors="replace")
+        if whole:
             text = handle.read()
             if text.strip():
                 yield text
         elif document_per == "line":
-            yield from (line.rstrip("\n") for line in handle if line.strip())
+            yield from (line.rstrip("\n") for line in _text_lines(handle, f"corpus file {path}") if line.strip())
         else:
             paragraph: list[str] = []
-            for line in handle:
+            for line in _text_lines(handle, f"corpus file {path}"):
                 if line.strip():
                     paragraph.append(line.rstrip("\n"))
                 elif paragraph:
@@ -187,7 +200,7 @@ class TokenCorpus:
 
     @classmethod
     def load(cls, path: Path) -> TokenCorpus:
-        meta = json.loads(path.with_suffix(".json").read_text())
+        meta = read_json(path.with_suffix(".json"), "token cache", InputError)
         offsets = np.load(path.with_suffix(".offsets.npy"))
         tokens = np.memmap(path, dtype=meta["dtype"], mode="r", shape=(int(offsets[-1]),)) if offsets[-1] else \
             np.zeros(0, dtype=meta["dtype"])

@@ -16,6 +16,7 @@ way transformers 5.x builds it (`models/bert|gpt2|roberta|t5/tokenization_*.py`)
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,11 +25,13 @@ from tokenizers import Tokenizer as Backend
 from tokenizers.models import BPE, Unigram, WordPiece
 
 from ..errors import TokenizerError
-from ..io.files import parse_json, read_text
+from ..io.files import MAX_VOCAB_BYTES, parse_json, read_bytes, read_json, read_text
+from .backend import backend_errors, check_precompiled, check_precompiled_nodes
 
 SPECIAL_KEYS = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
 VERY_LARGE_INTEGER = int(1e30)  # transformers' "no limit" model_max_length
 T5_EXTRA_IDS = 100
+MAX_TOKEN_ID = 2**31 - 1  # ids beyond any vocabulary (the backend stores them as u32)
 
 
 @dataclass(frozen=True)
@@ -109,35 +112,33 @@ def family_for(tokenizer_class: str | None, model_type: str | None, config_file:
 
 def load_tokenizer_json(path: Path) -> Backend:
     text = read_text(path, "tokenizer file", error=TokenizerError)
-    model = parse_json(text, f"tokenizer file {path}", TokenizerError)
-    model = (model.get("model") if isinstance(model, dict) else None) or {}
-    try:
+    tree = parse_json(text, f"tokenizer file {path}", TokenizerError)
+    check_precompiled_nodes(tree, f"tokenizer file {path}")
+    model = (tree.get("model") if isinstance(tree, dict) else None) or {}
+    with backend_errors(f"malformed tokenizer file {path}"):  # the Rust side raises bare Exceptions, or panics
         backend = Backend.from_str(text)
-    except Exception as err:  # the Rust side raises a bare Exception for any parse error
-        raise TokenizerError(f"malformed tokenizer file {path}: {err}") from None
-    backend.no_padding()  # padding/truncation baked into a file are set per call instead
-    backend.no_truncation()
-    if model.get("type") == "Unigram":
-        # Rebuild from Python-parsed scores: the Rust JSON reader can round a score by one ulp, which
-        # flips ties between equal-scoring segmentations (transformers rebuilds the same way).
-        vocab = [(str(piece), float(score)) for piece, score in model["vocab"]]
-        backend.model = Unigram(vocab, unk_id=model.get("unk_id"), byte_fallback=bool(model.get("byte_fallback")))
+        backend.no_padding()  # padding/truncation baked into a file are set per call instead
+        backend.no_truncation()
+        if isinstance(model, dict) and model.get("type") == "Unigram":
+            # Rebuild from Python-parsed scores: the Rust JSON reader can round a score by one ulp, which
+            # flips ties between equal-scoring segmentations (transformers rebuilds the same way).
+            vocab = [(str(piece), float(score)) for piece, score in model["vocab"]]
+            backend.model = Unigram(vocab, unk_id=model.get("unk_id"),
+                                    byte_fallback=bool(model.get("byte_fallback")))
     return backend
 
 
 def bert_from_vocab_txt(path: Path, config: dict) -> Backend:
     """WordPiece over vocab.txt with BERT's normalizer, as transformers' BertTokenizer builds it."""
-    try:
-        lines = path.read_text(encoding="utf-8").split("\n")
-    except (OSError, UnicodeDecodeError) as err:
-        raise TokenizerError(f"cannot read vocabulary {path}: {err}") from None
+    lines = read_text(path, "vocabulary", MAX_VOCAB_BYTES, TokenizerError).split("\n")
     if lines and lines[-1] == "":
         lines.pop()
     vocab: dict[str, int] = {}
     for index, token in enumerate(lines):
         vocab[token.rstrip("\r")] = index  # a repeated line keeps its last index, as transformers does
     unk = str(config.get("unk_token") or "[UNK]")
-    backend = Backend(WordPiece(vocab, unk_token=unk))
+    with backend_errors(f"vocabulary {path}"):
+        backend = Backend(WordPiece(vocab, unk_token=unk))
     backend.normalizer = normalizers.BertNormalizer(
         clean_text=True,
         handle_chinese_chars=bool(config.get("tokenize_chinese_chars", True)),
@@ -158,14 +159,30 @@ def bert_post_processor(cls: str, cls_id: int, sep: str, sep_id: int) -> process
 
 
 def byte_level_bpe(vocab_file: Path, merges_file: Path, add_prefix_space: bool) -> Backend:
-    """Byte-level BPE over vocab.json + merges.txt (GPT-2, RoBERTa, BART)."""
-    try:
-        vocab, merges = BPE.read_file(str(vocab_file), str(merges_file))
-    except Exception as err:
-        raise TokenizerError(f"malformed BPE files {vocab_file} / {merges_file}: {err}") from None
-    backend = Backend(
-        BPE(vocab, merges, dropout=None, continuing_subword_prefix="", end_of_word_suffix="", fuse_unk=False)
-    )
+    """Byte-level BPE over vocab.json + merges.txt (GPT-2, RoBERTa, BART), both read by the guarded reader
+    and parsed as `tokenizers.models.BPE.read_file` parses them (which would open them itself)."""
+    vocab = read_json(vocab_file, "vocabulary", TokenizerError, MAX_VOCAB_BYTES)
+    for token, index in vocab.items():
+        if type(index) is not int or not 0 <= index <= MAX_TOKEN_ID:
+            raise TokenizerError(f"malformed vocabulary {vocab_file}: token {token[:40]!r} has id {index!r}, "
+                                 f"not an integer in 0..{MAX_TOKEN_ID}")
+    lines = read_text(merges_file, "merges file", MAX_VOCAB_BYTES, TokenizerError).split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    merges = []
+    for number, line in enumerate(lines, 1):
+        line = line.removesuffix("\r")
+        if line.startswith("#version"):
+            continue
+        parts = line.split(" ")
+        if len(parts) != 2:
+            raise TokenizerError(f"malformed merges file {merges_file}: line {number} is not two tokens "
+                                 f"separated by a space: {line[:60]!r}")
+        merges.append((parts[0], parts[1]))
+    with backend_errors(f"malformed BPE files {vocab_file} / {merges_file}"):
+        backend = Backend(
+            BPE(vocab, merges, dropout=None, continuing_subword_prefix="", end_of_word_suffix="", fuse_unk=False)
+        )
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=add_prefix_space)
     backend.decoder = decoders.ByteLevel()
     return backend
@@ -197,12 +214,22 @@ def read_spm_proto(path: Path):
             f"reading {path} needs the SentencePiece model schema: pip install sentencepiece"
         ) from None
     proto = model_pb2.ModelProto()
+    data = read_bytes(path, "SentencePiece model", MAX_VOCAB_BYTES, TokenizerError)
     try:
-        proto.ParseFromString(path.read_bytes())
-    except Exception as err:  # protobuf's DecodeError, OSError
+        proto.ParseFromString(data)
+    except Exception as err:  # protobuf's DecodeError, RecursionError-like nesting errors
         raise TokenizerError(f"malformed SentencePiece model {path}: {err}") from None
     if not proto.pieces:
         raise TokenizerError(f"malformed SentencePiece model {path}: it holds no pieces")
+    for index, piece in enumerate(proto.pieces):
+        if not math.isfinite(piece.score):
+            raise TokenizerError(f"malformed SentencePiece model {path}: piece {index} has score {piece.score}")
+    unk_id = proto.trainer_spec.unk_id
+    if not -1 <= unk_id < len(proto.pieces):
+        raise TokenizerError(f"malformed SentencePiece model {path}: unk_id {unk_id} is not one of its "
+                             f"{len(proto.pieces)} pieces")
+    if proto.normalizer_spec.precompiled_charsmap:
+        check_precompiled(proto.normalizer_spec.precompiled_charsmap, f"SentencePiece model {path}")
     return proto
 
 
@@ -212,15 +239,17 @@ def t5_from_spm(path: Path, extra_ids: int) -> tuple[Backend, list[str]]:
     vocab = [(piece.piece, piece.score) for piece in proto.pieces]
     vocab += [(f"<extra_id_{i}>", 0.0) for i in range(extra_ids - 1, -1, -1)]  # <extra_id_0> is last
     unk_id = proto.trainer_spec.unk_id
-    backend = Backend(Unigram(vocab, unk_id=unk_id if unk_id >= 0 else None, byte_fallback=False))
-    charsmap = proto.normalizer_spec.precompiled_charsmap
-    if charsmap:
-        backend.normalizer = normalizers.Precompiled(charsmap)
-    set_t5_pipeline(backend)
-    # user-defined (4) pieces are matched as added tokens; control (3) pieces are also special
-    added = [AddedToken(p.piece, normalized=False, special=p.type == 3) for p in proto.pieces if p.type in (3, 4)]
-    if added:
-        backend.add_tokens(added)
+    with backend_errors(f"SentencePiece model {path}"):
+        backend = Backend(Unigram(vocab, unk_id=unk_id if unk_id >= 0 else None, byte_fallback=False))
+        charsmap = proto.normalizer_spec.precompiled_charsmap
+        if charsmap:
+            backend.normalizer = normalizers.Precompiled(charsmap)
+        set_t5_pipeline(backend)
+        # user-defined (4) pieces are matched as added tokens; control (3) pieces are also special
+        added = [AddedToken(p.piece, normalized=False, special=p.type == 3) for p in proto.pieces
+                 if p.type in (3, 4)]
+        if added:
+            backend.add_tokens(added)
     controls = [p.piece for p in proto.pieces if p.type == 3]
     return backend, controls
 

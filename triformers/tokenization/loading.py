@@ -3,8 +3,12 @@
 Reading follows transformers 5.x: `tokenizer.json` when present, else the legacy files of the family
 named by tokenizer_config.json `tokenizer_class` (or config.json `model_type`); special tokens from
 the family's defaults, then special_tokens_map.json, tokenizer_config.json and the caller's overrides.
+Every value read from tokenizer_config.json / special_tokens_map.json is checked where it is read
+(`check_config`), with the file and key named. The files are read under the folder's read lock, so a
+concurrent save never shows half of one set and half of another.
 Writing derives the family flags (do_lower_case, add_prefix_space, extra_ids) from the backend itself,
-because transformers rebuilds the family's pipeline from those flags rather than from tokenizer.json.
+because transformers rebuilds the family's pipeline from those flags rather than from tokenizer.json;
+the three files are published as one set (`io.publish`).
 """
 
 from __future__ import annotations
@@ -17,9 +21,10 @@ from typing import Any
 from tokenizers import AddedToken
 
 from ..errors import TokenizerError
-from ..io.files import atomic_write, read_json
+from ..io.files import read_json
 from ..io.hub import resolve
 from ..io.pretrained import Checkpoint
+from ..io.publish import FolderView, publish, reading
 from . import converters as cv
 from .tokenizer import Tokenizer
 
@@ -39,10 +44,67 @@ _DROPPED_KEYS = {
 }
 
 
-def _read_optional_json(path: Path, what: str) -> dict:
-    if not path.exists():
+MAX_EXTRA_IDS = 10_000  # T5 has 100 sentinels; a count beyond any model would build millions of tokens
+_FLAGS = ("add_prefix_space", "add_bos_token", "add_eos_token", "trim_offsets", "do_lower_case",
+          "tokenize_chinese_chars", "clean_up_tokenization_spaces")
+
+
+def _read_optional_json(view: FolderView, name: str, what: str) -> dict:
+    path = view.path(name)
+    if not path.exists() and not path.is_symlink():
         return {}
     return read_json(path, what, TokenizerError)
+
+
+def _is_token(value: Any) -> bool:
+    if isinstance(value, dict):
+        flags = ("single_word", "lstrip", "rstrip", "normalized", "special")
+        return isinstance(value.get("content"), str) and all(isinstance(value.get(f, False), bool) for f in flags)
+    return isinstance(value, (str, AddedToken))
+
+
+def check_config(config: dict, where: Path | str) -> dict:
+    """tokenizer_config.json (or special_tokens_map.json) values checked against what transformers writes;
+    a TokenizerError names the file and the key."""
+    def bad(key: str, expected: str) -> TokenizerError:
+        return TokenizerError(f"{where}: {key} must be {expected}, got {config[key]!r:.100}")
+
+    def present(key: str) -> bool:
+        return config.get(key) is not None
+
+    for key in cv.SPECIAL_KEYS:
+        if present(key) and not _is_token(config[key]):
+            raise bad(key, "a token (a string or {'content': ...})")
+    for key in ("additional_special_tokens", "extra_special_tokens"):
+        value = config.get(key)
+        values = list(value.values()) if isinstance(value, dict) else value
+        if value is not None and (not isinstance(values, list) or not all(_is_token(v) for v in values)):
+            raise bad(key, "a list of tokens")
+    decoder = config.get("added_tokens_decoder")
+    if decoder is not None and (not isinstance(decoder, dict) or not all(
+            isinstance(k, str) and k.isdigit() and len(k) < 11 and _is_token(v) for k, v in decoder.items())):
+        raise bad("added_tokens_decoder", "an object of token ids -> tokens")
+    length = config.get("model_max_length")
+    if length is not None and (isinstance(length, bool) or not isinstance(length, (int, float)) or length < 0
+                               or (isinstance(length, float) and not length.is_integer())):
+        raise bad("model_max_length", "a non-negative integer")
+    for key in ("padding_side", "truncation_side"):
+        if present(key) and config[key] not in ("left", "right"):
+            raise bad(key, "'left' or 'right'")
+    for key in _FLAGS:
+        if present(key) and not isinstance(config[key], bool):
+            raise bad(key, "true or false")
+    if present("strip_accents") and not isinstance(config["strip_accents"], bool):
+        raise bad("strip_accents", "true, false or null")
+    names = config.get("model_input_names")
+    if names is not None and (not isinstance(names, list) or not all(isinstance(n, str) for n in names)):
+        raise bad("model_input_names", "a list of strings")
+    extra = config.get("extra_ids")
+    if extra is not None and (type(extra) is not int or not 0 <= extra <= MAX_EXTRA_IDS):
+        raise bad("extra_ids", f"an integer in 0..{MAX_EXTRA_IDS}")
+    if present("tokenizer_class") and not isinstance(config["tokenizer_class"], str):
+        raise bad("tokenizer_class", "a class name")
+    return config
 
 
 def load_folder(
@@ -51,20 +113,32 @@ def load_folder(
     cache_dir: str | None = None,
     overrides: dict[str, Any] | None = None,
 ) -> Tokenizer:
+    model_type = None
     if isinstance(name_or_path, Checkpoint):  # already resolved, its config read
         folder, model_type = name_or_path.folder, name_or_path.config.model_type
+        name_or_path = str(folder)
     else:
         folder = resolve(name_or_path, revision=revision, cache_dir=cache_dir)
-        model_type = _read_optional_json(folder / "config.json", "model config").get("model_type")
-    config_file = folder / "tokenizer_config.json"
     overrides = dict(overrides or {})
     if overrides.pop("trust_remote_code", False):
         raise TokenizerError(f"{folder}: trust_remote_code=True is refused: triformers never runs code from a "
                              "model folder or the hub (drop the argument)")
-    config = {**_read_optional_json(config_file, "tokenizer config"), **overrides}
+    with reading(folder) as view:
+        return _load(folder, view, overrides, str(name_or_path), model_type)
+
+
+def _load(folder: Path, view: FolderView, overrides: dict[str, Any], name_or_path: str,
+          model_type: str | None) -> Tokenizer:
+    config_file = folder / "tokenizer_config.json"
+    config = check_config(_read_optional_json(view, "tokenizer_config.json", "tokenizer config"), config_file)
+    config = check_config({**config, **overrides}, "tokenizer arguments") if overrides else config
     if "auto_map" in config:
         logger.warning("%s: ignoring 'auto_map' (triformers never runs code from a model folder)", config_file)
-    special_map = _read_optional_json(folder / "special_tokens_map.json", "special tokens map")
+    special_map = check_config(_read_optional_json(view, "special_tokens_map.json", "special tokens map"),
+                               folder / "special_tokens_map.json")
+    if model_type is None:  # the model's config names the family when tokenizer_config.json does not
+        model_type = _read_optional_json(view, "config.json", "model config").get("model_type")
+        model_type = model_type if isinstance(model_type, str) else None
     family = cv.family_for(config.get("tokenizer_class"), model_type, config_file)
     special = dict(family.specials) if family is not None else {}
     for source in (special_map, config):  # config already holds the caller's overrides
@@ -78,41 +152,7 @@ def load_folder(
     if isinstance(additional, dict):  # transformers 4's named extras
         additional = list(additional.values())
 
-    if (folder / "tokenizer.json").is_file():
-        backend = cv.load_tokenizer_json(folder / "tokenizer.json")
-        family = family or cv.GENERIC
-        post = None
-    elif (folder / "vocab.txt").is_file():
-        family = _check_family(family, cv.BERT, folder / "vocab.txt", config_file)
-        special = {**cv.BERT.specials, **special}
-        backend = cv.bert_from_vocab_txt(folder / "vocab.txt", {**config, "unk_token": _name(special["unk_token"])})
-        post = "bert"
-    elif (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file():
-        family = (
-            family
-            if family in (cv.GPT2, cv.ROBERTA)
-            else _check_family(family, cv.GPT2, folder / "vocab.json", config_file)
-        )
-        special = {**family.specials, **special}
-        backend = cv.byte_level_bpe(
-            folder / "vocab.json", folder / "merges.txt", bool(config.get("add_prefix_space", False))
-        )
-        post = family.name
-    elif (folder / "spiece.model").is_file():
-        family = _check_family(family, cv.T5, folder / "spiece.model", config_file)
-        special = {**cv.T5.specials, **special}
-        extra_ids = int(config.get("extra_ids", cv.T5_EXTRA_IDS))
-        backend, controls = cv.t5_from_spm(folder / "spiece.model", extra_ids)
-        sentinels = [f"<extra_id_{i}>" for i in range(extra_ids)]
-        if not any("<extra_id_" in _name(t) for t in additional):
-            additional = controls + [t for t in additional if _name(t) not in controls] + sentinels
-        post = "t5"
-    else:
-        present = sorted(p.name for p in folder.iterdir())[:20]
-        raise TokenizerError(
-            f"no tokenizer files in {folder}: expected one of {', '.join(TOKENIZER_FILES)}; found {present}"
-        )
-
+    backend, family, special, additional, post = _backend(folder, view, config, family, special, additional)
     if post is not None:  # legacy files: tokens the config pins to ids, in id order
         for _index, token in sorted(config.get("added_tokens_decoder", {}).items(), key=lambda kv: int(kv[0])):
             if backend.token_to_id(_name(token)) is None:
@@ -128,17 +168,59 @@ def load_folder(
         family,
         special_tokens={k: v for k, v in special.items() if k in cv.SPECIAL_KEYS},
         additional_special_tokens=additional,
-        model_max_length=config.get("model_max_length") or cv.VERY_LARGE_INTEGER,
-        padding_side=config.get("padding_side", "right"),
-        truncation_side=config.get("truncation_side", "right"),
+        model_max_length=int(config.get("model_max_length") or cv.VERY_LARGE_INTEGER),
+        padding_side=config.get("padding_side") or "right",
+        truncation_side=config.get("truncation_side") or "right",
         clean_up_tokenization_spaces=config.get("clean_up_tokenization_spaces", False),
         model_input_names=config.get("model_input_names"),
         config={k: v for k, v in config.items() if k not in _DROPPED_KEYS and k not in cv.SPECIAL_KEYS},
-        name_or_path=str(folder if isinstance(name_or_path, Checkpoint) else name_or_path),
+        name_or_path=name_or_path,
     )
     if post is not None:
         set_post_processor(tokenizer, post, config)
     return tokenizer
+
+
+def _backend(folder: Path, view: FolderView, config: dict, family: cv.Family | None, special: dict,
+             additional: list) -> tuple[Any, cv.Family, dict, list, str | None]:
+    """The backend from tokenizer.json or the legacy files (in transformers' order of preference), with the
+    family, special tokens and additional tokens those files imply, and the legacy post-processor to set."""
+    config_file = folder / "tokenizer_config.json"
+    if view.path("tokenizer.json").exists():
+        backend = cv.load_tokenizer_json(view.path("tokenizer.json"))
+        family = family or cv.GENERIC
+        post = None
+    elif view.path("vocab.txt").exists():
+        family = _check_family(family, cv.BERT, folder / "vocab.txt", config_file)
+        special = {**cv.BERT.specials, **special}
+        backend = cv.bert_from_vocab_txt(view.path("vocab.txt"), {**config, "unk_token": _name(special["unk_token"])})
+        post = "bert"
+    elif view.path("vocab.json").exists() and view.path("merges.txt").exists():
+        family = (
+            family
+            if family in (cv.GPT2, cv.ROBERTA)
+            else _check_family(family, cv.GPT2, folder / "vocab.json", config_file)
+        )
+        special = {**family.specials, **special}
+        backend = cv.byte_level_bpe(
+            view.path("vocab.json"), view.path("merges.txt"), bool(config.get("add_prefix_space", False))
+        )
+        post = family.name
+    elif view.path("spiece.model").exists():
+        family = _check_family(family, cv.T5, folder / "spiece.model", config_file)
+        special = {**cv.T5.specials, **special}
+        extra_ids = cv.T5_EXTRA_IDS if config.get("extra_ids") is None else config["extra_ids"]
+        backend, controls = cv.t5_from_spm(view.path("spiece.model"), extra_ids)
+        sentinels = [f"<extra_id_{i}>" for i in range(extra_ids)]
+        if not any("<extra_id_" in _name(t) for t in additional):
+            additional = controls + [t for t in additional if _name(t) not in controls] + sentinels
+        post = "t5"
+    else:
+        present = sorted(p.name for p in folder.iterdir())[:20]
+        raise TokenizerError(
+            f"no tokenizer files in {folder}: expected one of {', '.join(TOKENIZER_FILES)}; found {present}"
+        )
+    return backend, family, special, additional, post
 
 
 def _name(token: Any) -> str:
@@ -205,7 +287,6 @@ def save_folder(tokenizer: Tokenizer, save_directory: str) -> list[str]:
     folder = Path(save_directory)
     if folder.exists() and not folder.is_dir():
         raise TokenizerError(f"cannot save a tokenizer into {folder}: it is a file")
-    folder.mkdir(parents=True, exist_ok=True)
     added = {
         str(i): {
             "content": t.content,
@@ -230,11 +311,14 @@ def save_folder(tokenizer: Tokenizer, save_directory: str) -> list[str]:
         "clean_up_tokenization_spaces": tokenizer.clean_up_tokenization_spaces,
         "model_input_names": tokenizer.model_input_names,
     }
+    with tokenizer._lock:  # the backend's per-call settings are never in what is saved
+        backend_text = tokenizer.backend.to_str(pretty=True)
     files = {
-        "tokenizer.json": tokenizer.backend.to_str(pretty=True),
-        "tokenizer_config.json": json.dumps(config, indent=2, ensure_ascii=False),
+        "tokenizer.json": backend_text,
+        "tokenizer_config.json": json.dumps(config, indent=2, ensure_ascii=False, allow_nan=False),
         "special_tokens_map.json": json.dumps(tokenizer.special_tokens_map, indent=2, ensure_ascii=False),
     }
-    for name, text in files.items():
-        atomic_write(folder / name, text + "\n")
+    with publish(folder, error=TokenizerError) as staging:
+        for name, text in files.items():
+            (staging / name).write_text(text + "\n", encoding="utf-8")
     return [str(folder / name) for name in files]

@@ -4,6 +4,9 @@ All tokenization is done by the `tokenizers` library; this file only maps transf
 (padding, truncation, max_length, return_tensors, ...) onto the backend, keeps the named special
 tokens, and saves folders that transformers' AutoTokenizer loads with the same behaviour
 (reference: transformers 5.x `tokenization_utils_tokenizers.py` and `tokenization_utils_base.py`).
+A Tokenizer is safe to share between threads: the backend calls that set per-call state, change it or
+run without the interpreter lock take the Tokenizer's lock, and backend failures (panics included) are
+TokenizerErrors (see `backend.py`).
 """
 
 from __future__ import annotations
@@ -17,21 +20,11 @@ from tokenizers import AddedToken
 from tokenizers import Tokenizer as Backend
 
 from ..errors import TokenizerError
+from .backend import as_tokenizer_error, backend_errors, configure, new_lock
 from .batch import BatchEncoding
 from .converters import GENERIC, SPECIAL_KEYS, VERY_LARGE_INTEGER, Family
 from .specials import _content, _special_property, clean_up_tokenization
 
-LARGE_INTEGER = int(1e20)  # above this, model_max_length means "no limit" (as in transformers)
-PADDING = {False: None, "do_not_pad": None, True: "longest", "longest": "longest", "max_length": "max_length"}
-TRUNCATION = {
-    None: None,
-    False: None,
-    "do_not_truncate": None,
-    True: "longest_first",
-    "longest_first": "longest_first",
-    "only_first": "only_first",
-    "only_second": "only_second",
-}
 _SENTINEL = re.compile(r"<extra_id_(\d+)>")
 
 
@@ -53,6 +46,7 @@ class Tokenizer:
         name_or_path: str = "",
     ):
         self.backend = backend
+        self._lock = new_lock(self)
         self.family = family
         self.model_max_length = int(model_max_length)
         self.padding_side = padding_side
@@ -100,9 +94,10 @@ class Tokenizer:
                     f"unknown special token key {key!r}; expected one of "
                     f"{', '.join(SPECIAL_KEYS)} or additional_special_tokens"
                 )
-        known = {t.content for t in self.backend.get_added_tokens_decoder().values()}
-        fresh = [t for t in dict((t.content, t) for t in to_add).values() if t.content not in known]
-        return self.backend.add_special_tokens(fresh) if fresh else 0
+        with self._lock, backend_errors("adding special tokens"):
+            known = {t.content for t in self.backend.get_added_tokens_decoder().values()}
+            fresh = [t for t in dict((t.content, t) for t in to_add).values() if t.content not in known]
+            return self.backend.add_special_tokens(fresh) if fresh else 0
 
     @staticmethod
     def _as_added(token: Any) -> AddedToken:
@@ -129,9 +124,8 @@ class Tokenizer:
             t if isinstance(t, AddedToken) else AddedToken(t, normalized=not special_tokens, special=special_tokens)
             for t in new_tokens
         ]
-        if special_tokens:
-            return self.backend.add_special_tokens(tokens)
-        return self.backend.add_tokens(tokens)
+        with self._lock, backend_errors("adding tokens"):
+            return self.backend.add_special_tokens(tokens) if special_tokens else self.backend.add_tokens(tokens)
 
     @property
     def additional_special_tokens(self) -> list[str]:
@@ -195,7 +189,8 @@ class Tokenizer:
         return [self.backend.id_to_token(int(i)) for i in ids if int(i) not in special]
 
     def tokenize(self, text: str, pair: str | None = None, add_special_tokens: bool = False) -> list[str]:
-        return self.backend.encode(text, pair, add_special_tokens=add_special_tokens).tokens
+        with self._lock, backend_errors("tokenize"):
+            return self.backend.encode(text, pair, add_special_tokens=add_special_tokens).tokens
 
     def __repr__(self) -> str:
         return (
@@ -244,17 +239,8 @@ class Tokenizer:
         for item in texts if text_pair is None else texts + pairs:
             if not isinstance(item, (str, list, tuple)) or (not is_split_into_words and not isinstance(item, str)):
                 raise TokenizerError(f"text input must be a string or a list of strings, got {type(item).__name__}")
-        truncating = self._configure(padding, truncation, max_length, stride, pad_to_multiple_of, padding_side)
-        try:
-            encodings = self.backend.encode_batch(
-                inputs, add_special_tokens=add_special_tokens, is_pretokenized=is_split_into_words
-            )
-        except Exception as err:  # the backend reports truncation impossibilities as bare Exceptions
-            raise TokenizerError(f"tokenization failed (text input, is_split_into_words={is_split_into_words}): "
-                                 f"{err}") from None
-        finally:
-            self.backend.no_padding()
-            self.backend.no_truncation()
+        truncating, encodings = self._encode(inputs, (padding, truncation, max_length, stride, pad_to_multiple_of,
+                                                      padding_side), add_special_tokens, is_split_into_words)
         longest = max((len(e.ids) for e in encodings), default=0)
         if not truncating and max_length is None and 0 < self.model_max_length < longest:
             # transformers only warns here: the model's position table is the hard limit
@@ -283,54 +269,25 @@ class Tokenizer:
             data["length"] = [len(e.ids) for e in encodings]
         return BatchEncoding(self._convert(data, batched, return_tensors), encodings)
 
-    def _configure(self, padding, truncation, max_length, stride, pad_to_multiple_of, padding_side) -> bool:
-        """Put transformers' padding/truncation arguments onto the backend for one call; True if truncating."""
-        if max_length is not None and (
-            isinstance(max_length, bool) or not isinstance(max_length, int) or max_length <= 0
-        ):
-            raise TokenizerError(f"max_length must be a positive int or None, got {max_length!r}")
-        if isinstance(stride, bool) or not isinstance(stride, int) or stride < 0:
-            raise TokenizerError(f"stride must be a non-negative int, got {stride!r}")
-        if pad_to_multiple_of is not None and (isinstance(pad_to_multiple_of, bool)
-                                               or not isinstance(pad_to_multiple_of, int) or pad_to_multiple_of <= 0):
-            raise TokenizerError(f"pad_to_multiple_of must be a positive int or None, got {pad_to_multiple_of!r}")
-        if padding not in PADDING:
-            raise TokenizerError(f"padding must be one of {list(PADDING)}, got {padding!r}")
-        if truncation not in TRUNCATION:
-            raise TokenizerError(f"truncation must be one of {list(TRUNCATION)}, got {truncation!r}")
-        side = padding_side or self.padding_side
-        if side not in ("left", "right"):
-            raise TokenizerError(f"padding_side must be 'left' or 'right', got {side!r}")
-        if max_length is not None and padding is False and truncation is None:
-            truncation = "longest_first"  # transformers: max_length alone turns truncation on
-        pad, trunc = PADDING[padding], TRUNCATION[truncation]
-        if max_length is None:
-            limited = self.model_max_length <= LARGE_INTEGER
-            if pad == "max_length":
-                pad, max_length = ("max_length", self.model_max_length) if limited else (None, None)
-            if trunc is not None:
-                trunc, max_length = (trunc, self.model_max_length) if limited else (None, max_length)
-        if trunc is not None:
+    def _encode(self, inputs: list, settings: tuple, add_special_tokens: bool, pretokenized: bool
+                ) -> tuple[bool, list]:
+        """(truncating?, encodings) of one call: the settings are the backend's state, so one call at a time
+        sets, uses and resets them, under the lock; the backend's bare Exceptions and panics are TokenizerErrors."""
+        with self._lock:
             try:
-                self.backend.enable_truncation(max_length, stride=stride, strategy=trunc,
-                                               direction=self.truncation_side)
-            except (ValueError, OverflowError) as err:  # stride >= max_length, sizes beyond the backend's
-                raise TokenizerError(f"truncation with max_length={max_length}, stride={stride}: {err}") from None
-        if pad is not None:
-            if self.pad_token_id is None:
-                raise TokenizerError(
-                    "padding needs a pad token: set tokenizer.pad_token "
-                    "(e.g. tokenizer.pad_token = tokenizer.eos_token)"
-                )
-            self.backend.enable_padding(
-                direction=side,
-                pad_id=self.pad_token_id,
-                pad_type_id=self.pad_token_type_id,
-                pad_token=self.pad_token,
-                pad_to_multiple_of=pad_to_multiple_of,
-                length=max_length if pad == "max_length" else None,
-            )
-        return trunc is not None
+                truncating = configure(self, *settings)
+                encodings = self.backend.encode_batch(inputs, add_special_tokens=add_special_tokens,
+                                                      is_pretokenized=pretokenized)
+            except BaseException as err:
+                mapped = as_tokenizer_error(err, f"tokenization failed (text input, is_split_into_words="
+                                                 f"{pretokenized})")
+                if mapped is err:
+                    raise
+                raise mapped from None
+            finally:
+                self.backend.no_padding()
+                self.backend.no_truncation()
+        return truncating, encodings
 
     @staticmethod
     def _convert(data: dict[str, list], batched: bool, return_tensors: str | None) -> dict[str, Any]:
@@ -365,7 +322,8 @@ class Tokenizer:
             token_ids = token_ids.tolist()
         if isinstance(token_ids, int):
             token_ids = [token_ids]
-        text = self.backend.decode([int(i) for i in token_ids], skip_special_tokens=skip_special_tokens)
+        with self._lock, backend_errors("decode"):
+            text = self.backend.decode([int(i) for i in token_ids], skip_special_tokens=skip_special_tokens)
         return self._clean(text, clean_up_tokenization_spaces)
 
     def batch_decode(
@@ -376,9 +334,10 @@ class Tokenizer:
     ) -> list[str]:
         if isinstance(sequences, torch.Tensor):
             sequences = sequences.tolist()
-        texts = self.backend.decode_batch(
-            [[int(i) for i in s] for s in sequences], skip_special_tokens=skip_special_tokens
-        )
+        with self._lock, backend_errors("batch_decode"):
+            texts = self.backend.decode_batch(
+                [[int(i) for i in s] for s in sequences], skip_special_tokens=skip_special_tokens
+            )
         return [self._clean(t, clean_up_tokenization_spaces) for t in texts]
 
     def _clean(self, text: str, clean_up: bool | None) -> str:
@@ -387,6 +346,16 @@ class Tokenizer:
         if clean_up and type(self.backend.model).__name__ != "BPE":
             return clean_up_tokenization(text)
         return text
+
+    # ---- pickling: the lock is per process --------------------------------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_lock", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = new_lock(self)
 
     # ---- saving -------------------------------------------------------------------------------
     def save_pretrained(self, save_directory: str) -> list[str]:

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from .callbacks import TrainerCallback
-from .checkpoints import checkpoint_paths, latest_checkpoint
+from .checkpoints import checkpoint_paths, latest_checkpoint, read_state
 from .distributed import _full_state_options
 from .evaluation import TrainOutput, TrainResult, plain_metrics, speed_metrics
 from .metrics import append_jsonl, plot_metrics
@@ -159,8 +159,7 @@ class Saving:
                 shutil.rmtree(path)
 
     def _load_best_model(self) -> None:
-        path = Path(self.state.best_model_checkpoint) / "trainer_state.pt"
-        weights = torch.load(path, map_location="cpu", weights_only=True)["model"]
+        weights = read_state(Path(self.state.best_model_checkpoint) / "trainer_state.pt")["model"]
         if self.args.fsdp:
             from torch.distributed.checkpoint.state_dict import set_model_state_dict
 

@@ -46,7 +46,8 @@ from ..errors import TrainingError
 from .arguments import TrainingArguments
 from .callbacks import (CallbackHandler, DefaultFlowCallback, PrinterCallback, ProgressCallback, TrainerControl,
                         TrainerState)
-from .checkpoints import checkpoint_paths, latest_checkpoint, write_checkpoint
+from .checkpoints import (checkpoint_paths, export_into, latest_checkpoint, read_state, resuming,
+                          write_checkpoint)
 from .collators import default_collator_for
 from .data import (TrainingData, body_parameters, counts_shifted_labels, default_label_names, estimate_flos,
                    example_lengths, input_tokens, items_in_step, micro_batch_weight, signature_columns, to_device)
@@ -326,8 +327,8 @@ class Trainer(TrainingData, Evaluation, Saving):
         if self.dist.is_main:
             export = self._export_function()
             model = self._exportable(state)
-            if final:
-                export(model, self.out)
+            if final:  # published into output_dir as one set (its checkpoints and logs stay)
+                export_into(self.out, lambda folder: export(model, folder))
             if checkpoint:
                 keep = None if self.args.load_best_model_at_end else self.args.save_total_limit
                 path = write_checkpoint(self.out, self.step, state, lambda folder: self._export_checkpoint(
@@ -342,10 +343,7 @@ class Trainer(TrainingData, Evaluation, Saving):
         path = latest_checkpoint(self.out) if where is True or where == "latest" else Path(where)
         if path is None:
             raise TrainingError(f"resume_from_checkpoint: no checkpoint under {self.out / 'checkpoints'}")
-        state_file = path / "trainer_state.pt"
-        if not state_file.is_file():
-            raise TrainingError(f"resume_from_checkpoint: {state_file} does not exist")
-        state = torch.load(state_file, map_location="cpu", weights_only=True)
+        state = read_state(path / "trainer_state.pt")
         if state["global_batch"] != self.global_batch:
             raise TrainingError(f"resume_from_checkpoint: {path} was trained with a global batch of "
                                 f"{state['global_batch']}, this run has {self.global_batch} (per_device_train_batch_"
@@ -354,22 +352,24 @@ class Trainer(TrainingData, Evaluation, Saving):
             written = "with" if state.get("fsdp") else "without"
             raise TrainingError(f"resume_from_checkpoint: {path} was written {written} fsdp; resume it the same way "
                                 "(the optimizer state is stored differently)")
-        if self.args.fsdp:  # every rank reads the full state dicts and keeps its own shards
-            from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
+        with resuming(path):  # another model shape or optimizer setup: one TrainingError naming the checkpoint
+            if self.args.fsdp:  # every rank reads the full state dicts and keeps its own shards
+                from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
 
-            set_model_state_dict(self.model, state["model"], options=_full_state_options())
-            set_optimizer_state_dict(self.model, self.optimizer, state["optimizer"], options=_full_state_options())
-        else:
-            self.model.load_state_dict(state["model"])
-            self.optimizer.load_state_dict(state["optimizer"])
-        self.step, self.tokens = int(state["step"]), int(state["tokens"])
-        self._restore_schedule_and_state(state)
-        if state["world_size"] == self.dist.world_size:
-            restore_rng(state["rng"][self.dist.rank])
-        else:
-            logger.warning("resume: %d processes now, %d before; dropout RNG streams are re-seeded",
-                           self.dist.world_size, state["world_size"])
-            self._seed_all(self.step)
+                set_model_state_dict(self.model, state["model"], options=_full_state_options())
+                set_optimizer_state_dict(self.model, self.optimizer, state["optimizer"],
+                                         options=_full_state_options())
+            else:
+                self.model.load_state_dict(state["model"])
+                self.optimizer.load_state_dict(state["optimizer"])
+            self.step, self.tokens = int(state["step"]), int(state["tokens"])
+            self._restore_schedule_and_state(state)
+            if state["world_size"] == self.dist.world_size:
+                restore_rng(state["rng"][self.dist.rank])
+            else:
+                logger.warning("resume: %d processes now, %d before; dropout RNG streams are re-seeded",
+                               self.dist.world_size, state["world_size"])
+                self._seed_all(self.step)
         logger.info("resumed from %s at step %d", path, self.step)
 
     def _fresh_start(self) -> None:
