@@ -347,12 +347,12 @@ def test_resuming_with_another_model_size_is_a_training_error(tmp_path):
     def trainer(hidden: int, resume: bool):
         torch.manual_seed(0)
         model = AutoModelForCausalLM.from_config(AutoConfig.for_model("gpt2", **{**GPT2, "n_embd": hidden}))
-        args = TrainingArguments(output_dir=str(tmp_path), max_steps=2, batch_size=2, save_every=1, progress=False,
-                                 plot=False, resume=resume or None)
+        args = TrainingArguments(output_dir=str(tmp_path), max_steps=2, per_device_train_batch_size=2, save_steps=1,
+                                 disable_tqdm=True, plot_loss=False, resume_from_checkpoint=resume or None)
         return Trainer(model, args, _Blocks(), _collate)
 
     trainer(16, resume=False).train()
-    with pytest.raises(TrainingError, match=r"--resume: .*checkpoint-0000002 does not fit this run .*--hidden-size"):
+    with pytest.raises(TrainingError, match=r"resume_from_checkpoint: .*checkpoint-0000002 does not fit this run .*--hidden-size"):
         trainer(32, resume=True).train()
 
 
