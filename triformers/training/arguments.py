@@ -65,8 +65,8 @@ class TrainingArguments:
     remove_unused_columns: bool = option(True, "drop the dataset columns the model's forward does not take")
     label_names: list[str] | None = option(None, "the batch keys holding labels (None: the forward's label "
                                            "arguments: labels, or start_positions / end_positions for QA)")
-    auto_find_batch_size: bool = option(False, "halve per_device_train_batch_size (and double the accumulation) "
-                                        "when the first step runs out of device memory, and retry")
+    auto_find_batch_size: bool = option(False, "halve per_device_train_batch_size when the first step runs out of "
+                                        "device memory, and retry (as transformers: the global batch shrinks)")
     # ---- optimizer (AdamW) and schedule
     learning_rate: float = option(5e-5, "peak learning rate", flags=("--lr",))
     weight_decay: float = option(0.0, "AdamW weight decay, never on biases, norms and embeddings")
