@@ -352,7 +352,8 @@ def test_resuming_with_another_model_size_is_a_training_error(tmp_path):
         return Trainer(model, args, _Blocks(), _collate)
 
     trainer(16, resume=False).train()
-    with pytest.raises(TrainingError, match=r"resume_from_checkpoint: .*checkpoint-0000002 does not fit this run .*--hidden-size"):
+    with pytest.raises(TrainingError,
+                       match=r"resume_from_checkpoint: .*checkpoint-0000002 does not fit this run .*--hidden-size"):
         trainer(32, resume=True).train()
 
 

@@ -165,7 +165,8 @@ def test_cli_pretrain_smoke(tmp_path, cache_dir, capsys):
     assert code == 0
     assert "done: 3 steps" in capsys.readouterr().out
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in lines if "loss" in r] == [1, 2, 3] and "eval_loss" in lines[-1]
+    assert [r["step"] for r in lines if "loss" in r] == [1, 2, 3] and "eval_loss" in lines[-2]
+    assert "train_loss" in lines[-1]  # the run's summary line, as transformers' log_history ends
     assert (out / "checkpoints" / "checkpoint-0000002" / "trainer_state.pt").is_file()
     assert (out / "config.json").is_file()
     try:

@@ -45,6 +45,12 @@ def _setup(dialect: str, corpus_file, tmp_path, size: ModelSize = SIZE, seed: in
     return model, objective, blocks
 
 
+def run(trainer: Trainer):
+    """Train; the run's summary (TrainResult: step, last loss, history)."""
+    trainer.train()
+    return trainer.result
+
+
 def _args(out, **changes) -> TrainingArguments:
     base = dict(output_dir=str(out), max_steps=6, per_device_train_batch_size=4, learning_rate=1e-3, warmup_steps=2,
                 lr_scheduler_type="cosine", weight_decay=0.01, adam_beta2=0.98, seed=0, logging_steps=1,
@@ -65,7 +71,7 @@ def test_tiny_model_overfits_one_batch(dialect, corpus_file, tmp_path):
     args = _args(tmp_path / "out", per_device_train_batch_size=2, max_steps=80,
                  learning_rate=3e-2 if dialect == "t5" else 1e-2, warmup_steps=3,
                  lr_scheduler_type="constant_with_warmup", weight_decay=0.0, save_strategy="no")
-    result = Trainer(model, args, [0] * 2, lambda examples: batch).train()
+    result = run(Trainer(model, args, [0] * 2, lambda examples: batch))
     first = result.history[0]["loss"]
     assert first > 5.0, first
     assert result.loss < 1.0, f"{dialect}: loss {first:.3f} -> {result.loss:.3f}"
@@ -78,8 +84,8 @@ def test_resume_is_bit_identical(corpus_file, tmp_path):
     """
     size = ModelSize(hidden_size=32, layers=2, heads=2, seq_len=32, dropout=0.1)
     model, objective, blocks = _setup("bert", corpus_file, tmp_path, size)
-    straight = Trainer(model, _args(tmp_path / "a", max_steps=6, gradient_accumulation_steps=2), blocks,
-                       objective.collator).train()
+    straight = run(Trainer(model, _args(tmp_path / "a", max_steps=6, gradient_accumulation_steps=2), blocks,
+                           objective.collator))
 
     class Interrupt(Exception):
         pass
@@ -114,7 +120,7 @@ def test_resume_is_bit_identical(corpus_file, tmp_path):
     np.random.seed(1234)
     model_c, _, _ = _setup("bert", corpus_file, tmp_path, size, seed=99)
     args.resume_from_checkpoint = True
-    resumed = Trainer(model_c, args, blocks, objective.collator).train()
+    resumed = run(Trainer(model_c, args, blocks, objective.collator))
     assert resumed.step == 6 and resumed.loss == straight.loss
     for (name, a), (_, c) in zip(model.state_dict().items(), model_c.state_dict().items(), strict=True):
         assert torch.equal(a, c), name
@@ -187,7 +193,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(corpus_file, tmp_path
 
 def test_learning_rate_schedules():
     args = TrainingArguments(max_steps=110, learning_rate=1.0, warmup_steps=10, lr_scheduler_type="cosine",
-                             min_lr_ratio=0.1)
+                             min_lr_ratio=0.1, warmup_from_first_step=True)
     assert learning_rate(0, args) == pytest.approx(0.1) and learning_rate(9, args) == pytest.approx(1.0)
     assert learning_rate(60, args) == pytest.approx(0.1 + 0.9 * 0.5)  # cosine half way
     assert learning_rate(110, args) == pytest.approx(0.1)
@@ -195,9 +201,18 @@ def test_learning_rate_schedules():
     assert learning_rate(35, args) == pytest.approx(0.1 + 0.9 * 0.75)
 
 
-def test_no_weight_decay_on_norms_biases_and_embeddings(corpus_file, tmp_path):
+def test_weight_decay_groups_transformers_and_the_commands(corpus_file, tmp_path):
+    """transformers decays every weight matrix, embeddings too, and T5's relative position bias table not (it is
+    named "bias"); the commands (embedding_weight_decay=False) spare the embeddings as well."""
+    t5, _, _ = _setup("t5", corpus_file, tmp_path)
+    decay, no_decay = build_optimizer(t5, TrainingArguments(weight_decay=0.1)).param_groups
+    names = {id(p): n for n, p in t5.named_parameters()}
+    assert "embed_tokens.weight" in {names[id(p)] for p in decay["params"]}
+    exempt = {names[id(p)] for p in no_decay["params"] if p.dim() == 2}
+    assert exempt and all("positions" in n or "relative" in n or "bias" in n for n in exempt), exempt
     model, _, _ = _setup("gpt2", corpus_file, tmp_path)
-    decay, no_decay = build_optimizer(model, TrainingArguments(weight_decay=0.1)).param_groups
+    decay, no_decay = build_optimizer(model, TrainingArguments(weight_decay=0.1,
+                                                               embedding_weight_decay=False)).param_groups
     names = {id(p): n for n, p in model.named_parameters()}
     assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
     assert all(p.dim() == 2 and "embed" not in names[id(p)] for p in decay["params"])

@@ -20,3 +20,17 @@ __all__ = [
     "ModelOutput", "TriformersError", "ConfigError", "CheckpointError", "InputError", "ModelNotFoundError",
     "TokenizerError", "pipeline",
 ]
+
+# ---- the Trainer, as transformers has it (training/) ------------------------------------------------------
+from .training import (DataCollatorForLanguageModeling, DataCollatorForSeq2Seq, DataCollatorForTokenClassification,
+                       DataCollatorWithPadding, DefaultDataCollator, EarlyStoppingCallback, EvalPrediction,
+                       PredictionOutput, Seq2SeqTrainer, Seq2SeqTrainingArguments, Trainer, TrainerCallback,
+                       TrainerControl, TrainerState, TrainingArguments, TrainOutput, default_data_collator, set_seed)
+
+__all__ += [
+    "Trainer", "TrainingArguments", "Seq2SeqTrainer", "Seq2SeqTrainingArguments", "TrainerCallback", "TrainerState",
+    "TrainerControl", "EarlyStoppingCallback", "TrainOutput", "PredictionOutput", "EvalPrediction",
+    "DataCollatorWithPadding", "DataCollatorForLanguageModeling", "DataCollatorForSeq2Seq",
+    "DataCollatorForTokenClassification", "DefaultDataCollator", "default_data_collator", "set_seed",
+]
+# ---- end of the Trainer block ------------------------------------------------------------------------------

@@ -52,11 +52,8 @@ class FinetuneTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self.metrics = metrics
 
-    def _eval_record(self) -> dict[str, float]:
-        record = super()._eval_record()
-        if record and self.dist.is_main:  # generation / span search runs once, on the process that logs
-            record.update(self.metrics(self.model))
-        return record
+    def more_metrics(self) -> dict[str, float]:
+        return self.metrics(self.model)  # generation / span search runs once, on the process that logs
 
 
 def finetune(options: FinetuneOptions) -> FinetuneResult:
@@ -85,11 +82,13 @@ def finetune(options: FinetuneOptions) -> FinetuneResult:
         trained.save_pretrained(folder)
         tokenizer.save_pretrained(str(folder))
 
-    trainer = FinetuneTrainer(model, args, train_features, PaddingCollator(tokenizer.pad_token_id),
-                              eval_data=eval_features or None, export=export,
+    trainer = FinetuneTrainer(model, args, train_dataset=train_features,
+                              data_collator=PaddingCollator(tokenizer.pad_token_id),
+                              eval_dataset=eval_features or None, export=export,
                               metrics=lambda trained: task.evaluate(trained, eval_records))
-    result = trainer.train()
-    final = result.history[-1] if result.history and "eval_loss" in result.history[-1] else {}
+    trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
+    result = trainer.result
+    final = next((record for record in reversed(result.history) if "eval_loss" in record), {})
     metrics = {k: v for k, v in final.items() if k != "step"}
     if metrics and trainer.dist.is_main:
         (Path(args.output_dir) / "eval_results.json").write_text(json.dumps(metrics, indent=2) + "\n")

@@ -13,11 +13,13 @@ from .data import FinetuneError
 
 def finetuning_arguments() -> TrainingArguments:
     """`triformers finetune`'s training defaults: transformers' TrainingArguments (learning rate 5e-5, linear
-    decay, 3 epochs) with a 10% warmup, weight decay 0.01, evaluation every epoch, length-grouped batches."""
+    decay, 3 epochs) with a 10% warmup (its first step not at lr 0), weight decay 0.01 (not on embeddings),
+    evaluation every epoch, length-grouped batches."""
     return TrainingArguments(
         output_dir="finetuned", learning_rate=5e-5, lr_scheduler_type="linear", num_train_epochs=3.0,
         warmup_steps=0.1, weight_decay=0.01, per_device_eval_batch_size=32, logging_steps=10,
-        eval_strategy="epoch", train_sampling_strategy="group_by_length", save_total_limit=2)
+        eval_strategy="epoch", train_sampling_strategy="group_by_length", save_total_limit=2,
+        warmup_from_first_step=True, embedding_weight_decay=False)
 
 
 def _task_names() -> list[str]:

@@ -63,6 +63,10 @@ class EncoderDecoderModel(TransformerModel):
         logits = linear(hidden, weight)
         return logits + self.final_logits_bias if self.final_logits_bias is not None else logits
 
+    def prepare_decoder_input_ids_from_labels(self, labels: torch.Tensor) -> torch.Tensor:
+        """The decoder inputs the forward makes from `labels` (transformers' name: DataCollatorForSeq2Seq calls it)."""
+        return shift_right(labels, self.config.decoder_start_token_id, self.config.pad_token_id)
+
     def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
                 decoder_input_ids: torch.Tensor | None = None, decoder_attention_mask: torch.Tensor | None = None,
                 labels: torch.Tensor | None = None, encoder_outputs: torch.Tensor | None = None,

@@ -38,7 +38,8 @@ def pretraining_arguments() -> TrainingArguments:
         output_dir="out", max_steps=1000, per_device_train_batch_size=16, per_device_eval_batch_size=16,
         learning_rate=5e-4, weight_decay=0.01, adam_beta2=0.98,  # RoBERTa's beta2 for pre-training from scratch
         lr_scheduler_type="cosine", min_lr_ratio=0.1, warmup_steps=0.05, logging_steps=1,
-        eval_strategy="steps", eval_steps=0.1, max_eval_batches=16, save_total_limit=2)
+        eval_strategy="steps", eval_steps=0.1, max_eval_batches=16, save_total_limit=2,
+        warmup_from_first_step=True, embedding_weight_decay=False)  # triformers' choices: see TrainingArguments
 
 
 @dataclass
@@ -122,6 +123,7 @@ def pretrain(options: PretrainOptions | None = None) -> TrainResult:
             raise ConfigError(f"the held-out split (eval_fraction={options.eval_fraction}) is shorter than one "
                               "block: hold out more, or set training.eval_strategy='no' (--eval-strategy no)")
         args = dataclasses.replace(args, eval_strategy="no")  # nothing held out: nothing to evaluate
-    trainer = Trainer(model, args, train_blocks, objective.collator,
-                      eval_data=eval_blocks if len(eval_blocks) else None, export=export)
-    return trainer.train()
+    trainer = Trainer(model, args, train_dataset=train_blocks, data_collator=objective.collator,
+                      eval_dataset=eval_blocks if len(eval_blocks) else None, export=export)
+    trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
+    return trainer.result

@@ -139,14 +139,15 @@ def read_state(path: Path) -> dict[str, Any]:
             state = torch.load(handle, map_location="cpu", weights_only=True)
         except Exception as err:  # UnpicklingError (refused objects), truncated zip records, bad bytes
             detail = str(err).splitlines()[0] if str(err) else type(err).__name__
-            raise TrainingError(f"resume_from_checkpoint: {path} is corrupt, truncated or not a trainer state: {detail[:300]}") \
-                from None
+            raise TrainingError(f"resume_from_checkpoint: {path} is corrupt, truncated or not a trainer state: "
+                                f"{detail[:300]}") from None
     if not isinstance(state, dict):
         raise TrainingError(f"resume_from_checkpoint: {path} holds a {type(state).__name__}, not a trainer state")
     for key, kind in STATE_KEYS.items():
         value = state.get(key)
         if not isinstance(value, kind) or isinstance(value, bool) or (kind is int and value < 0):
-            raise TrainingError(f"resume_from_checkpoint: {path}: {key!r} is missing or not a {kind.__name__} ({value!r:.80})")
+            raise TrainingError(f"resume_from_checkpoint: {path}: {key!r} is missing or not a {kind.__name__} "
+                                f"({value!r:.80})")
     if state["world_size"] < 1 or state["global_batch"] < 1 or len(state["rng"]) != state["world_size"]:
         raise TrainingError(f"resume_from_checkpoint: {path}: world_size {state['world_size']}, global_batch "
                             f"{state['global_batch']} and {len(state['rng'])} RNG states do not fit together")
@@ -163,5 +164,6 @@ def resuming(path: Path) -> Iterator[None]:
         raise
     except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as err:
         detail = " ".join(str(err).split())[:400]
-        raise TrainingError(f"resume_from_checkpoint: {path} does not fit this run (resume with the model and optimizer options "
-                            f"it was trained with: --hidden-size, --layers, --heads, ...): {detail}") from None
+        raise TrainingError(f"resume_from_checkpoint: {path} does not fit this run (resume with the model and "
+                            "optimizer options it was trained with: --hidden-size, --layers, --heads, ...): "
+                            f"{detail}") from None

@@ -2,18 +2,30 @@
 
 Under `torchrun` (RANK / WORLD_SIZE set) a process group is started (nccl on CUDA, gloo on CPU); the
 Trainer wraps the model in DistributedDataParallel, or shards it with FSDP2's `fully_shard`
-(`shard_model`) when asked, and each rank reads its own slice of every global batch.
+(`shard_model`) when asked, and each rank reads its own slice of every global batch. Several machines::
+
+    # on each of 2 nodes (node_rank 0 and 1), 8 processes each, rendezvous at the first node:
+    torchrun --nnodes=2 --nproc_per_node=8 --node_rank=0 --master_addr=10.0.0.1 --master_port=29500 \\
+        -m triformers pretrain --family decoder --data corpus/ --out runs/gpt
+    # or elastic: torchrun --nnodes=2 --nproc_per_node=8 --rdzv_backend=c10d --rdzv_endpoint=10.0.0.1:29500 ...
+
+`output_dir` must be a shared filesystem for a resume to find rank 0's checkpoints on every node.
 """
 
 from __future__ import annotations
 
 import copy
+import logging
 import os
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 from torch import nn
+
+from ..errors import TrainingError
+
+logger = logging.getLogger("triformers")
 
 
 @dataclass
@@ -43,6 +55,25 @@ def init_distributed(device: str | None = None) -> Distributed:
             torch.cuda.set_device(local_rank)
         dist.init_process_group("nccl" if use_cuda else "gloo", rank=rank, world_size=world_size)
     return Distributed(rank, world_size, local_rank)
+
+
+def place_model(model: nn.Module, args) -> tuple[Distributed, torch.device, nn.Module, nn.Module | None, bool]:
+    """(process group, device, the model on it, FSDP's meta copy for exports, bf16 autocast?) for `args`."""
+    group = init_distributed(args.device)
+    default = f"cuda:{group.local_rank}" if torch.cuda.is_available() else "cpu"
+    device = torch.device(args.device or default)
+    if args.fsdp and group.world_size < 2:
+        raise TrainingError("fsdp shards the model across processes: launch with torchrun --nproc_per_node=N "
+                            "(N >= 2; WORLD_SIZE is unset or 1 here), or drop fsdp")
+    model.train()  # before DDP/FSDP see the parameters: weights still held as checkpoint views are written out
+    export_copy = meta_copy(model) if args.fsdp and group.is_main else None
+    # FSDP moves each shard to the device itself (never the whole model); the optimizer must see
+    # the sharded parameters, so it is built after sharding
+    model = shard_model(model, device, group.world_size) if args.fsdp else model.to(device)
+    bf16 = args.bf16 and bf16_supported(device)
+    if args.bf16 and not bf16:
+        logger.warning("--bf16: this %s has no native bfloat16; training in float32", device.type)
+    return group, device, model, export_copy, bf16
 
 
 def shard_model(model: nn.Module, device: torch.device, world_size: int) -> nn.Module:

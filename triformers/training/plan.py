@@ -1,12 +1,15 @@
-"""A run's plan: how many optimizer steps, the warmup, when to log / evaluate / save, and each epoch's example order.
+"""A run's plan: how many optimizer steps, the warmup, the micro-batches of each step, and each epoch's example order.
 
-The Trainer reads the data as one stream of epochs (epoch e is a permutation of the examples seeded by
-(seed, e)); optimizer step s takes stream positions [s * G, (s + 1) * G) for a global batch of G, so a
-batch may span two epochs and nothing is dropped. An epoch is therefore len(train_data) / G steps, and
-`num_train_epochs` (when `max_steps` is -1) gives ceil(epochs * len(train_data) / G) steps. Steps given
-below 1 are fractions of the run, rounded up. `eval_strategy` / `save_strategy` / `logging_strategy`
-"steps" act every N steps, "epoch" after each step that ends an epoch; evaluating and saving also happen
-after the last step unless the strategy is "no" (transformers' DefaultFlowCallback).
+The layout is transformers' Trainer's: an epoch is a permutation of the examples (seeded by (seed, epoch), or
+in order) cut into micro-batches of `per_device_train_batch_size` per process, the last one smaller unless
+`dataloader_drop_last`; an optimizer step takes `gradient_accumulation_steps` micro-batches, the last step of
+an epoch what is left. So an epoch is ceil(micro-batches / accumulation) steps, `num_train_epochs` (when
+`max_steps` is -1) gives ceil(epochs x steps per epoch) steps, and the epoch logged after a step is
+transformers' (epochs done + micro-batches done / micro-batches per epoch). Under torchrun the processes share
+each global micro-batch (W x batch size consecutive examples of the permutation, each its own slice); the last
+one of an epoch is filled from the epoch's start so that every process has a full slice. Steps given below 1
+are fractions of the run, rounded up. Because the order is a function of (seed, epoch) and the micro-batches of
+a step a function of the step, a resumed run continues exactly where the interrupted one stopped.
 """
 
 from __future__ import annotations
@@ -27,44 +30,66 @@ class Plan:
     max_steps: int
     warmup_steps: int
     examples: int  # training examples in one epoch
-    global_batch: int  # examples per optimizer step, over all processes
+    batch_size: int  # examples per micro-batch per process
+    world_size: int
+    accumulation: int  # micro-batches per optimizer step
+    batches_per_epoch: int  # micro-batches per process in one epoch
     logging_steps: int
     eval_steps: int
     save_steps: int
 
+    @property
+    def global_batch(self) -> int:
+        """Examples in a full optimizer step, over all processes."""
+        return self.batch_size * self.accumulation * self.world_size
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return math.ceil(self.batches_per_epoch / self.accumulation)
+
+    @property
+    def num_train_epochs(self) -> int:
+        """Epochs the run enters (transformers' `state.num_train_epochs`)."""
+        return math.ceil(self.max_steps / self.steps_per_epoch)
+
+    def micro_batches(self, step: int) -> tuple[int, range]:
+        """(epoch, micro-batch numbers within it) of optimizer step `step` (0-based)."""
+        epoch, within = divmod(step, self.steps_per_epoch)
+        first = within * self.accumulation
+        return epoch, range(first, min(first + self.accumulation, self.batches_per_epoch))
+
     def epoch(self, step: int) -> float:
-        """Epochs done after `step` optimizer steps."""
-        return step * self.global_batch / self.examples
+        """Epochs done after `step` optimizer steps, as transformers counts them."""
+        if step == 0:
+            return 0.0
+        epoch, micro = self.micro_batches(step - 1)
+        return epoch + (micro[-1] + 1) / self.batches_per_epoch
 
     def ends_epoch(self, step: int) -> bool:
-        return (step * self.global_batch) // self.examples > ((step - 1) * self.global_batch) // self.examples
+        return step % self.steps_per_epoch == 0
 
-    def _due(self, strategy: str, every: int, step: int, at_end: bool) -> bool:
-        if strategy == "no":
-            return False
-        if at_end and step == self.max_steps:
-            return True
-        return step % every == 0 if strategy == "steps" else self.ends_epoch(step)
-
-    def logs(self, args: TrainingArguments, step: int) -> bool:
-        return self._due(args.logging_strategy, self.logging_steps, step, at_end=True)
-
-    def evaluates(self, args: TrainingArguments, step: int) -> bool:
-        return self._due(args.eval_strategy, self.eval_steps, step, at_end=True)
-
-    def saves(self, args: TrainingArguments, step: int) -> bool:
-        return self._due(args.save_strategy, self.save_steps, step, at_end=True)
+    def indices(self, order: np.ndarray, micro: int, rank: int) -> list[int]:
+        """Example indices of micro-batch `micro` for process `rank`, from the epoch's order."""
+        first = (micro * self.world_size + rank) * self.batch_size
+        if self.world_size == 1:
+            return [int(i) for i in order[first:first + self.batch_size]]
+        return [int(order[p % self.examples]) for p in range(first, first + self.batch_size)]
 
 
-def make_plan(args: TrainingArguments, examples: int, global_batch: int) -> Plan:
-    """The plan for `examples` training examples taken `global_batch` at a time."""
-    if args.max_steps > 0:
-        max_steps = args.max_steps
-    else:
-        max_steps = max(1, math.ceil(args.num_train_epochs * examples / global_batch))
+def make_plan(args: TrainingArguments, examples: int, batch_size: int | None = None, world_size: int = 1) -> Plan:
+    """The plan for `examples` training examples, `batch_size` (default per_device_train_batch_size) per process."""
+    batch_size = batch_size or args.per_device_train_batch_size
+    per_global_micro = batch_size * world_size
+    batches = examples // per_global_micro if args.dataloader_drop_last else math.ceil(examples / per_global_micro)
+    if batches < 1:
+        raise TrainingError(f"the training data has {examples} examples, fewer than one batch of {per_global_micro} "
+                            "(dataloader_drop_last drops it): use more data, a smaller batch, or keep the last batch")
+    steps_per_epoch = math.ceil(batches / args.gradient_accumulation_steps)
+    max_steps = args.max_steps if args.max_steps > 0 else max(1, math.ceil(args.num_train_epochs * steps_per_epoch))
     logging_steps = max(1, resolve_steps(args.logging_steps, max_steps))
     eval_steps = logging_steps if args.eval_steps is None else max(1, resolve_steps(args.eval_steps, max_steps))
-    return Plan(max_steps, warmup_steps(args, max_steps), examples, global_batch, logging_steps, eval_steps,
+    return Plan(max_steps, warmup_steps(args, max_steps), examples, batch_size, world_size,
+                args.gradient_accumulation_steps, batches, logging_steps, eval_steps,
                 max(1, resolve_steps(args.save_steps, max_steps)))
 
 
@@ -88,7 +113,8 @@ def epoch_order(args: TrainingArguments, epoch: int, examples: int, global_batch
     """(examples,) the example indices of one epoch, a function of (seed, epoch) and the sampling strategy."""
     if args.train_sampling_strategy == "sequential":
         return np.arange(examples)
-    order = np.random.default_rng([args.seed, epoch]).permutation(examples)
+    seed = args.seed if args.data_seed is None else args.data_seed
+    order = np.random.default_rng([seed, epoch]).permutation(examples)
     if args.train_sampling_strategy == "random":
         return order
     # transformers' get_length_grouped_indices: mega-batches of up to 50 batches, each sorted longest first,

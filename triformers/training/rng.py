@@ -1,5 +1,6 @@
 """RNG states of torch (CPU and CUDA), numpy and Python as tensors and plain values, so a checkpoint holding
-them is read back with `torch.load(weights_only=True)` and a resumed run continues every random stream."""
+them is read back with `torch.load(weights_only=True)` and a resumed run continues every random stream; and
+transformers' `set_seed`."""
 
 from __future__ import annotations
 
@@ -34,3 +35,14 @@ def restore_rng(state: dict[str, Any]) -> None:
     random.setstate((python_state["version"], tuple(python_state["state"].tolist()), python_state["gauss"]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["cuda"])
+
+
+def set_seed(seed: int, deterministic: bool = False) -> None:
+    """Seed Python's, numpy's and torch's (CPU and every GPU's) generators, as transformers' `set_seed`;
+    `deterministic` also asks torch for deterministic algorithms."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.cuda.manual_seed_all(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True)

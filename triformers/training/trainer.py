@@ -1,34 +1,28 @@
-"""The training loop: AdamW groups, warmup + cosine/linear decay, accumulation, bf16, checkpoints, DDP.
+"""The Trainer: transformers' `Trainer` signature and behaviour, on triformers' loop (exact resume, atomic
+checkpoints, DDP / FSDP under torchrun, a stop on a non-finite loss, metrics.jsonl and a loss plot).
 
-`Trainer(model, args, train_data, collator, eval_data=...)` trains any model whose forward takes the
-collator's batch and returns an output with `.loss` (every triformers model with labels does).
-- Arguments: `TrainingArguments`, with transformers' names and defaults; `plan.py` turns them into the
-  number of steps (from `num_train_epochs` when `max_steps` is -1), the warmup, and when to log, evaluate
-  (`eval_strategy`) and save (`save_strategy`), as transformers' Trainer does.
-- Optimizer: AdamW (fused where torch has it, else foreach) without weight decay on biases, norms and
-  embeddings (the GPT-2 / nanoGPT grouping); warmup then linear or cosine decay to
-  `min_lr_ratio * learning_rate`.
-- Determinism: example order is a function of (seed, epoch) and the step; a collator with a
-  `generator` attribute (MLM, span corruption, infilling) gets one seeded from (seed, step,
-  micro-batch, rank), so masks never depend on RNG state. A checkpoint stores the model, optimizer,
-  step and every rank's torch / numpy / python RNG state, so `resume_from_checkpoint` ends bit-identical
-  to an uninterrupted run (same world size and global batch).
-- Checkpoints: `out/checkpoints/checkpoint-NNNNNNN/` (trainer_state.pt + a Hugging Face export) are
-  written to a temporary folder and renamed, the last `save_total_limit` kept; the final model (a Hugging
-  Face folder) is written to output_dir itself after the last step. A non-finite loss or
-  gradient norm raises `TrainingError` naming the step; the checkpoints on disk stay as they were.
-- Distributed: under `torchrun` (RANK / WORLD_SIZE set) a process group is started (nccl on CUDA,
-  gloo on CPU), the model wrapped in DistributedDataParallel, and each rank reads its own slice of
-  every global batch; rank 0 alone writes checkpoints, metrics and the plot. Several machines::
+    trainer = Trainer(model=model, args=TrainingArguments(...), train_dataset=..., eval_dataset=...,
+                      data_collator=..., processing_class=tokenizer, compute_metrics=..., callbacks=[...])
+    trainer.train()            # TrainOutput(global_step, training_loss, metrics)
+    trainer.evaluate()         # {"eval_loss": ..., "eval_<metric>": ..., "eval_runtime": ..., "epoch": ...}
+    trainer.predict(test)      # PredictionOutput(predictions, label_ids, metrics)
+    trainer.save_model(path); trainer.state.log_history; trainer.state.global_step
 
-      # on each of 2 nodes (node_rank 0 and 1), 8 processes each, rendezvous at the first node:
-      torchrun --nnodes=2 --nproc_per_node=8 --node_rank=0 --master_addr=10.0.0.1 --master_port=29500 \
-          -m triformers pretrain --family decoder --data corpus/ --out runs/gpt
-      # or elastic: torchrun --nnodes=2 --nproc_per_node=8 --rdzv_backend=c10d --rdzv_endpoint=10.0.0.1:29500 ...
+As transformers' Trainer: the default collator, unused columns dropped, the steps from epochs (`plan.py`), AdamW
+over its parameter groups and schedules (`optim.py`), accumulation normalised over the label tokens of the whole
+accumulated batch (its `num_items_in_batch`), clipping, the log / evaluate / save schedule and `TrainerCallback`
+events (`callbacks.py`), `load_best_model_at_end`, `auto_find_batch_size`, and its `state.log_history` records,
+which metrics.jsonl holds line for line. The differences, and why, are in the README ("Coming from transformers").
 
-  `--out` must be a shared filesystem for `--resume` to find rank 0's checkpoints on every node.
-- FSDP (`fsdp=True`, `--fsdp`): the same torchrun launch (one node or several, the flags above), but
-  the model is sharded with FSDP2's `fully_shard` instead of replicated by DDP; see `shard_model`.
+triformers' own part: the example order is a function of (seed, epoch) and a step's micro-batches of the step; a
+collator with a `generator` (masking) gets one seeded per micro-batch (`data.py`); a checkpoint holds the model,
+optimizer, scheduler, step, trainer state and every rank's RNG states, so resuming ends bit-identical to an
+uninterrupted run (same world size and global batch). Checkpoints (`output_dir/checkpoints/checkpoint-NNNNNNN/`:
+trainer_state.pt, trainer_state.json, a Hugging Face export) are written to a temporary folder and renamed, the
+last `save_total_limit` kept; the final model goes to output_dir itself. A non-finite loss or gradient norm raises
+`TrainingError` naming the step, the checkpoints on disk intact. Under `torchrun` the model is wrapped in DDP (or
+sharded with FSDP2, `fsdp=True`), each rank reads its slice of every global micro-batch, and rank 0 alone writes
+(`distributed.py`, for several nodes). The older `Trainer(model, args, train_data, collator)` order still works.
 """
 
 from __future__ import annotations
@@ -39,173 +33,211 @@ import random
 import shutil
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from tqdm.auto import tqdm
 
 from ..errors import TrainingError
 from .arguments import TrainingArguments
-from .checkpoints import checkpoint_paths, export_into, latest_checkpoint, read_state, resuming, write_checkpoint
-from .distributed import _full_state_options, bf16_supported, init_distributed, meta_copy, shard_model
-from .metrics import append_jsonl, plot_metrics, truncate_metrics
-from .optim import build_optimizer, learning_rate
-from .plan import epoch_order, example_lengths, make_plan
-from .rng import capture_rng, restore_rng
+from .callbacks import (CallbackHandler, DefaultFlowCallback, PrinterCallback, ProgressCallback, TrainerControl,
+                        TrainerState)
+from .checkpoints import (checkpoint_paths, export_into, latest_checkpoint, read_state, resuming,
+                          write_checkpoint)
+from .collators import default_collator_for
+from .data import (TrainingData, body_parameters, counts_shifted_labels, default_label_names, estimate_flos,
+                   example_lengths, input_tokens, items_in_step, micro_batch_weight, signature_columns, to_device)
+from .distributed import _full_state_options, place_model
+from .evaluation import Evaluation, TrainOutput, TrainResult  # noqa: F401  (TrainResult re-exported)
+from .metrics import truncate_metrics
+from .optim import build_optimizer, build_scheduler
+from .plan import make_plan
+from .rng import capture_rng, restore_rng, set_seed
+from .saving import Saving, is_out_of_memory
 
 logger = logging.getLogger("triformers")
 
 
-@dataclass
-class TrainResult:
-    step: int
-    loss: float  # mean training loss of the last step
-    eval_loss: float | None = None  # of the last evaluation (None: none ran)
-    eval_perplexity: float | None = None
-    tokens: int = 0
-    seconds: float = 0.0
-    history: list[dict[str, Any]] = field(default_factory=list)  # the metrics lines of this run
+class Trainer(TrainingData, Evaluation, Saving):
+    """transformers' Trainer on triformers' loop; see the module docstring."""
 
-
-class Trainer:
-    """Train `model` on `train_data[i]` examples batched by `collator`; see the module docstring."""
-
-    def __init__(self, model: nn.Module, args: TrainingArguments, train_data: Sequence[Any],
-                 collator: Callable[[list[Any]], dict[str, torch.Tensor]], eval_data: Sequence[Any] | None = None,
-                 eval_collator: Callable | None = None, export: Callable[[nn.Module, Path], None] | None = None):
+    def __init__(self, model: nn.Module | None = None, args: TrainingArguments | None = None,
+                 data_collator: Callable | None = None, train_dataset: Any = None, eval_dataset: Any = None,
+                 processing_class: Any = None, model_init: Callable[[], nn.Module] | None = None,
+                 compute_loss_func: Callable | None = None, compute_metrics: Callable | None = None,
+                 callbacks: list | None = None, optimizers: tuple = (None, None),
+                 optimizer_cls_and_kwargs: tuple[type, dict] | None = None,
+                 preprocess_logits_for_metrics: Callable | None = None, *, tokenizer: Any = None,
+                 eval_data: Any = None, eval_collator: Callable | None = None,
+                 export: Callable[[nn.Module, Path], None] | None = None):
+        if data_collator is not None and not callable(data_collator) and callable(train_dataset):
+            data_collator, train_dataset = train_dataset, data_collator  # the older (model, args, data, collator)
+        args = TrainingArguments(output_dir="tmp_trainer") if args is None else args
         args.validate()
-        self.args, self.collator, self.eval_collator = args, collator, eval_collator or collator
-        self.train_data, self.eval_data = train_data, eval_data
-        self.export = export  # writes a Hugging Face folder (model + tokenizer); default model.save_pretrained
-        self.dist = init_distributed(args.device)
-        default = f"cuda:{self.dist.local_rank}" if torch.cuda.is_available() else "cpu"
-        self.device = torch.device(args.device or default)
-        if args.fsdp and self.dist.world_size < 2:
-            raise TrainingError("fsdp shards the model across processes: launch with torchrun --nproc_per_node=N "
-                                "(N >= 2; WORLD_SIZE is unset or 1 here), or drop fsdp")
-        model.train()  # before DDP/FSDP see the parameters: weights still held as checkpoint views are written out
-        self.export_copy = meta_copy(model) if args.fsdp and self.dist.is_main else None
-        # FSDP moves each shard to the device itself (never the whole model); the optimizer must see
-        # the sharded parameters, so it is built after sharding
-        self.model = shard_model(model, self.device, self.dist.world_size) if args.fsdp else model.to(self.device)
-        self.optimizer = build_optimizer(self.model, args)
+        set_seed(args.seed)  # as transformers, before model_init builds the model
+        if model is None:
+            if model_init is None:
+                raise TrainingError("Trainer needs a model (or a model_init that builds one)")
+            model = model_init()
+        self.args, self.model_init, self.export = args, model_init, export
+        self.processing_class = processing_class if processing_class is not None else tokenizer
+        self.data_collator = data_collator if data_collator is not None else default_collator_for(
+            self.processing_class)
+        self.eval_collator = eval_collator or self.data_collator
+        self.train_dataset, self.eval_dataset = train_dataset, eval_dataset if eval_dataset is not None else eval_data
+        self.compute_loss_func, self.compute_metrics = compute_loss_func, compute_metrics
+        self.preprocess_logits_for_metrics = preprocess_logits_for_metrics
+        self.optimizer_cls_and_kwargs = optimizer_cls_and_kwargs
+        if args.eval_strategy != "no" and (self.eval_dataset is None or not len(self.eval_dataset)):
+            raise TrainingError(f"TrainingArguments: eval_strategy={args.eval_strategy!r} but there is no held-out "
+                                "data: pass eval_dataset or set eval_strategy='no'")
+        self.dist, self.device, self.model, self.export_copy, self.bf16 = place_model(model, args)
+        self.optimizer, self.lr_scheduler = optimizers
+        self._own_scheduler = self.lr_scheduler is None
+        if self.optimizer is None:
+            self.optimizer = self.create_optimizer()
         self.wrapped: nn.Module = self.model
         if self.dist.world_size > 1 and not args.fsdp:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.wrapped = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
-        self.bf16 = args.bf16 and bf16_supported(self.device)
-        if args.bf16 and not self.bf16:
-            logger.warning("--bf16: this %s has no native bfloat16; training in float32", self.device.type)
         self.out = Path(args.output_dir)
-        self.global_batch = args.per_device_train_batch_size * args.gradient_accumulation_steps * self.dist.world_size
-        if len(train_data) < self.global_batch:
-            raise TrainingError(f"the training split has {len(train_data)} examples, fewer than one global batch "
-                                f"({self.global_batch}); use more data or a smaller batch / sequence length")
-        if args.eval_strategy != "no" and (eval_data is None or not len(eval_data)):
-            raise TrainingError(f"TrainingArguments: eval_strategy={args.eval_strategy!r} but there is no held-out "
-                                "data: pass eval_data or set eval_strategy='no'")
-        self.plan = make_plan(args, len(train_data), self.global_batch)
-        self.step, self.tokens = 0, 0
-        self._epoch, self._order = -1, np.zeros(0, dtype=np.int64)
-        self._lengths = example_lengths(train_data) if args.train_sampling_strategy == "group_by_length" else None
+        if self.dist.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+        self.label_names = args.label_names if args.label_names is not None else default_label_names(self.model)
+        self._signature_columns = signature_columns(self.model, self.label_names)
+        self._loss_shifts_labels = getattr(self.model, "family", None) == "decoder"  # causal LMs shift labels
+        self._counts_shifted = counts_shifted_labels(self.model)  # how transformers counts num_items_in_batch
+        self._body_parameters = body_parameters(self.model)
+        self._train_batch_size = args.per_device_train_batch_size
+        self._epoch, self._order, self._lengths, self.plan, self.result = -1, np.zeros(0, np.int64), None, None, None
+        self.tokens = 0
+        self.state = TrainerState(is_local_process_zero=self.dist.local_rank == 0,
+                                  is_world_process_zero=self.dist.is_main)
+        self.control = TrainerControl()
+        progress = PrinterCallback if args.disable_tqdm else ProgressCallback
+        self.callback_handler = CallbackHandler([DefaultFlowCallback, *(callbacks or []), progress], self.model,
+                                                self.processing_class, self.optimizer, self.lr_scheduler)
+        self.control = self.callback_handler.call_event("on_init_end", args, self.state, self.control)
 
-    # ---- data ---------------------------------------------------------------------------------
-    def _order_for(self, epoch: int) -> np.ndarray:
-        if epoch != self._epoch:
-            self._epoch, self._order = epoch, epoch_order(self.args, epoch, len(self.train_data), self.global_batch,
-                                                          self._lengths)
-        return self._order
+    @property
+    def step(self) -> int:
+        return self.state.global_step
 
-    def _indices(self, step: int, micro: int) -> list[int]:
-        """This rank's examples for one micro-batch: a slice of the global batch of optimizer step `step`."""
-        n, b = len(self.train_data), self.args.per_device_train_batch_size
-        first = step * self.global_batch + (micro * self.dist.world_size + self.dist.rank) * b
-        return [int(self._order_for(p // n)[p % n]) for p in range(first, first + b)]
+    @step.setter
+    def step(self, value: int) -> None:
+        self.state.global_step = value
 
-    def _batch(self, examples: list[Any], collator: Callable, seed: Sequence[int]) -> dict[str, torch.Tensor]:
-        if hasattr(collator, "generator"):
-            collator.generator = torch.Generator().manual_seed(int(np.random.SeedSequence(seed).generate_state(1)[0]))
-        return {k: v.to(self.device) for k, v in collator(examples).items()}
+    @property
+    def model_wrapped(self) -> nn.Module:
+        return self.wrapped
+
+    # ---- optimizer and schedule ---------------------------------------------------------------
+    def create_optimizer(self) -> torch.optim.Optimizer:
+        return build_optimizer(self.model, self.args, self.optimizer_cls_and_kwargs)
+
+    def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None):
+        return build_scheduler(optimizer or self.optimizer, self.args, num_training_steps)
 
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16 else nullcontext()
 
     # ---- the loop -----------------------------------------------------------------------------
-    def train(self) -> TrainResult:
-        args, plan = self.args, self.plan
-        if args.resume_from_checkpoint:
-            self.resume(args.resume_from_checkpoint)
+    def train(self, resume_from_checkpoint: str | bool | None = None, trial: Any = None,
+              ignore_keys_for_eval: list[str] | None = None) -> TrainOutput:
+        """Train to the end of the plan, or on from a checkpoint (True: the newest in output_dir, or a path; when
+        not given, `args.resume_from_checkpoint`, which transformers leaves to the calling script)."""
+        if trial is not None:
+            raise TrainingError("train(trial=...): hyperparameter search is not supported")
+        resume = self.args.resume_from_checkpoint if resume_from_checkpoint is None else resume_from_checkpoint
+        resume = None if resume is False else resume
+        while True:
+            try:
+                return self._train(resume, ignore_keys_for_eval)
+            except Exception as err:  # auto_find_batch_size: only an out-of-memory first step is retried
+                if not (self.args.auto_find_batch_size and is_out_of_memory(err) and not self._steps_done):
+                    raise
+                if self._train_batch_size == 1:
+                    raise TrainingError("auto_find_batch_size: out of memory with a batch of 1") from err
+                self._train_batch_size //= 2
+                self.optimizer.zero_grad(set_to_none=True)
+                logger.warning("out of memory: retrying with per-device batches of %d", self._train_batch_size)
+
+    def _setup_run(self, resume: str | bool | None) -> Any:
+        args, data = self.args, self._train_data()
+        self.plan = make_plan(args, len(data), self._train_batch_size, self.dist.world_size)
+        self.global_batch, self._epoch = self.plan.global_batch, -1
+        if args.train_sampling_strategy == "group_by_length":
+            self._lengths = example_lengths(data, args.length_column_name)
+        if self._own_scheduler:
+            self.lr_scheduler = self.callback_handler.lr_scheduler = self.create_scheduler(self.plan.max_steps)
+        plan = self.plan
+        self.state = TrainerState(max_steps=plan.max_steps, logging_steps=plan.logging_steps,
+                                  eval_steps=plan.eval_steps, save_steps=plan.save_steps,
+                                  train_batch_size=self._train_batch_size, num_train_epochs=plan.num_train_epochs,
+                                  is_local_process_zero=self.dist.local_rank == 0,
+                                  is_world_process_zero=self.dist.is_main)
+        if resume:
+            self.resume(resume)
         else:
             self._fresh_start()
-        metrics = self.out / "metrics.jsonl"
         if self.dist.is_main:
-            self.out.mkdir(parents=True, exist_ok=True)
-            truncate_metrics(metrics, self.step)
-        bar = tqdm(total=plan.max_steps, initial=self.step, disable=args.disable_tqdm or not self.dist.is_main,
-                   desc="train", dynamic_ncols=True)
-        result = TrainResult(step=self.step, loss=float("nan"))
-        started = time.perf_counter()
-        self.model.train()
-        while self.step < plan.max_steps:
-            tick = time.perf_counter()
-            lr = learning_rate(self.step, args, plan.max_steps)
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
-            loss, tokens = self._train_step()
-            self.step += 1
-            self.tokens += tokens
-            record = {"step": self.step, "epoch": round(plan.epoch(self.step), 4), "loss": loss, "lr": lr,
-                      "tokens": self.tokens, "tokens_per_s": tokens / max(time.perf_counter() - tick, 1e-9)}
-            result.loss = loss
-            records = [record] if plan.logs(args, self.step) else []
-            if plan.evaluates(args, self.step):
-                evaluation = {"step": self.step, **self._eval_record()}
-                result.eval_loss, result.eval_perplexity = evaluation["eval_loss"], evaluation["eval_perplexity"]
-                records.append(evaluation)
-            if self.dist.is_main:
-                for line in records:
-                    append_jsonl(metrics, line)
-                result.history += records
-            if plan.saves(args, self.step) and self.step < plan.max_steps:
-                self.save_checkpoint()
-            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{record['tokens_per_s']:.0f}")
-            bar.update(1)
-        bar.close()
-        self.save_checkpoint(final=True)
-        if self.dist.is_main and args.plot_loss:
-            plot_metrics(metrics, self.out / "loss_curve.png")
-        result.step, result.tokens, result.seconds = self.step, self.tokens, time.perf_counter() - started
-        return result
+            truncate_metrics(self.out / "metrics.jsonl", self.step)
+        return data
 
-    def _train_step(self) -> tuple[float, int]:
-        args, total, tokens = self.args, torch.zeros((), device=self.device), 0
-        self.optimizer.zero_grad(set_to_none=True)
-        accumulation = args.gradient_accumulation_steps
-        for micro in range(accumulation):
-            examples = [self.train_data[i] for i in self._indices(self.step, micro)]
-            batch = self._batch(examples, self.collator, (args.seed, 0, self.step, micro, self.dist.rank))
-            tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
-            last = micro == accumulation - 1
+    def _train(self, resume: str | bool | None, ignore_keys_for_eval: list[str] | None) -> TrainOutput:
+        args, data = self.args, self._setup_run(resume)
+        plan, started, first_step = self.plan, time.time(), self.step
+        self._steps_done, self._ignore_keys_for_eval = 0, ignore_keys_for_eval
+        self._tr_loss, self._total_loss, self._last_logged, self._last_loss = 0.0, 0.0, self.step, math.nan
+        dataloader = self.get_train_dataloader(data)
+        self.callback_handler.train_dataloader = dataloader
+        self.model.train()
+        self.control = self.callback_handler.call_event("on_train_begin", args, self.state, self.control)
+        if args.eval_on_start:
+            self.evaluate(ignore_keys=ignore_keys_for_eval)
+        batches = iter(dataloader)
+        while self.step < plan.max_steps and not self.control.should_training_stop:
+            if self.step == first_step or plan.ends_epoch(self.step):
+                self.control = self.callback_handler.call_event("on_epoch_begin", args, self.state, self.control)
+            self.control = self.callback_handler.call_event("on_step_begin", args, self.state, self.control)
+            micro_batches = [next(batches) for _ in plan.micro_batches(self.step)[1]]
+            loss, grad_norm, lr = self._optimizer_step(micro_batches)
+            self.step += 1
+            self._steps_done += 1
+            self.state.epoch = plan.epoch(self.step)
+            self._tr_loss, self._last_loss = self._tr_loss + loss, loss
+            self.control = self.callback_handler.call_event("on_step_end", args, self.state, self.control)
+            self._maybe_log_save_evaluate(grad_norm, lr)
+            if plan.ends_epoch(self.step) or self.control.should_training_stop or self.step == plan.max_steps:
+                self.control = self.callback_handler.call_event("on_epoch_end", args, self.state, self.control)
+                self._maybe_log_save_evaluate(grad_norm, lr)
+        return self._finish(started, first_step)
+
+    def _optimizer_step(self, micro_batches: list[dict]) -> tuple[float, float | None, float]:
+        """One optimizer step over the micro-batches; (loss, gradient norm before clipping, lr used)."""
+        args, world = self.args, self.dist.world_size
+        batches = [to_device(batch, self.device) for batch in micro_batches]
+        num_items = items_in_step(batches, self._counts_shifted, world)
+        self.current_gradient_accumulation_steps = len(batches)
+        total = torch.zeros((), device=self.device)
+        for index, batch in enumerate(batches):
+            self.tokens += input_tokens(batch)
+            self.state.total_flos += estimate_flos(self._body_parameters, batch) * world
+            last = index == len(batches) - 1
             # DDP: all-reduce gradients once per optimizer step, not once per micro-batch (FSDP reduce-scatters
             # every micro-batch: holding unsharded gradients across micro-batches would undo its savings)
-            ddp = self.dist.world_size > 1 and not args.fsdp
-            sync = self.wrapped.no_sync() if ddp and not last else nullcontext()
-            with sync:
-                with self._autocast():
-                    loss = self.wrapped(**batch).loss / accumulation
-                loss.backward()
-            total += loss.detach()
-        if self.dist.world_size > 1:  # every rank sees the same loss, so every rank stops together
+            with self.wrapped.no_sync() if world > 1 and not args.fsdp and not last else nullcontext():
+                total += self.training_step(self.wrapped, batch, num_items)
+            if not last:
+                self.control = self.callback_handler.call_event("on_substep_end", args, self.state, self.control)
+        self.state.num_input_tokens_seen = self.tokens
+        if world > 1:  # every rank sees the same loss, so every rank stops together
             dist.all_reduce(total, op=dist.ReduceOp.AVG)
-            counted = torch.tensor(tokens, device=self.device)
-            dist.all_reduce(counted)
-            tokens = int(counted)
-        loss_value = float(total)
+        loss_value, norm = float(total), None
         if not math.isfinite(loss_value):
             self._fail(f"loss is {loss_value}", self.step + 1)
         if args.max_grad_norm:
@@ -213,49 +245,51 @@ class Trainer:
             norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)  # a DTensor under FSDP
             if not math.isfinite(norm):
                 self._fail(f"gradient norm is {norm}", self.step + 1)
+        self.control = self.callback_handler.call_event("on_pre_optimizer_step", args, self.state, self.control)
         self.optimizer.step()
-        return loss_value, tokens
+        self.control = self.callback_handler.call_event("on_optimizer_step", args, self.state, self.control)
+        lr = self.lr_scheduler.get_last_lr()[0]
+        self.lr_scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss_value, norm, float(lr)
+
+    def training_step(self, model: nn.Module, inputs: dict, num_items_in_batch: torch.Tensor | None = None
+                      ) -> torch.Tensor:
+        """transformers' micro-batch step: forward and backward of one batch, its loss scaled to its share of the
+        optimizer step (`data.micro_batch_weight`); returns that scaled loss, detached."""
+        model.train()
+        inputs = to_device(inputs, self.device)
+        with self._autocast():
+            loss = self.compute_loss(model, inputs, num_items_in_batch=num_items_in_batch)
+        loss = loss * micro_batch_weight(inputs, num_items_in_batch, self._loss_shifts_labels, self.dist.world_size,
+                                         self.current_gradient_accumulation_steps, self.compute_loss_func is not None)
+        loss.backward()
+        return loss.detach()
+
+    def compute_loss(self, model: nn.Module, inputs: dict, return_outputs: bool = False,
+                     num_items_in_batch: torch.Tensor | None = None):
+        """The model's loss on a batch (or `compute_loss_func(outputs, labels, num_items_in_batch=...)`)."""
+        labels = None
+        if self.compute_loss_func is not None and "labels" in inputs:
+            inputs = dict(inputs)
+            labels = inputs.pop("labels")
+        outputs = model(**inputs)
+        if self.compute_loss_func is not None:
+            loss = self.compute_loss_func(outputs, labels, num_items_in_batch=num_items_in_batch)
+        elif isinstance(outputs, (tuple, list)):
+            loss = outputs[0]
+        else:
+            loss = outputs["loss"] if isinstance(outputs, dict) else getattr(outputs, "loss", None)
+        if loss is None:
+            raise TrainingError(f"the model returned no loss for a batch of {sorted(inputs)}: give it labels (a "
+                                "collator that makes them), or compute_loss_func")
+        return (loss, outputs) if return_outputs else loss
 
     def _fail(self, what: str, step: int) -> None:
         last = latest_checkpoint(self.out)
         kept = f"the last good checkpoint, {last}, is intact (resume from it with a lower learning_rate)" if last else \
             "no checkpoint had been written yet"
         raise TrainingError(f"training stopped at step {step}: {what}; the optimizer step was not taken and {kept}")
-
-    # ---- evaluation ---------------------------------------------------------------------------
-    @torch.no_grad()
-    def evaluate(self) -> tuple[float, float]:
-        """(mean loss over label tokens, perplexity) on the held-out data (its first `max_eval_batches` batches)."""
-        self.model.eval()
-        b, world, n = self.args.per_device_eval_batch_size, self.dist.world_size, len(self.eval_data)
-        sums = torch.zeros(2, dtype=torch.float64, device=self.device)  # (loss * tokens, tokens)
-        batches = math.ceil(n / (b * world))
-        if self.args.max_eval_batches is not None:
-            batches = min(batches, self.args.max_eval_batches)
-        if self.args.fsdp:  # each forward is collective: only batches in which every rank has examples
-            batches = min(batches, sum(1 for i in range(batches) if ((i + 1) * world - 1) * b < n))
-        for batch_index in range(batches):
-            first = (batch_index * world + self.dist.rank) * b
-            indices = range(first, min(first + b, n))
-            if not indices:
-                break
-            batch = self._batch([self.eval_data[i] for i in indices], self.eval_collator,
-                                (self.args.seed, 1, batch_index, self.dist.rank))  # the same masks at every evaluation
-            with self._autocast():
-                loss = self.model(**batch).loss
-            count = int((batch["labels"] != -100).sum()) if "labels" in batch else 1
-            sums += torch.tensor([float(loss) * count, count], dtype=torch.float64, device=self.device)
-        if world > 1:
-            dist.all_reduce(sums)
-        self.model.train()
-        mean = float(sums[0] / sums[1].clamp(min=1))
-        return mean, math.exp(min(mean, 700.0))
-
-    def _eval_record(self) -> dict[str, float]:
-        if self.eval_data is None or not len(self.eval_data):
-            return {}
-        loss, perplexity = self.evaluate()
-        return {"eval_loss": loss, "eval_perplexity": perplexity}
 
     # ---- checkpoints --------------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
@@ -275,7 +309,8 @@ class Trainer:
             model, optimizer = self.model.state_dict(), self.optimizer.state_dict()
         return {"format": 1, "step": self.step, "tokens": self.tokens, "world_size": self.dist.world_size,
                 "global_batch": self.global_batch, "fsdp": self.args.fsdp, "model": model, "optimizer": optimizer,
-                "rng": rngs, "args": _plain(asdict(self.args))}
+                "rng": rngs, "args": _plain(asdict(self.args)), "scheduler": self.lr_scheduler.state_dict(),
+                "trainer_state": _plain(self.state.to_dict())}
 
     def _exportable(self, state: dict[str, Any]) -> nn.Module:
         """The model to hand to `export`: under FSDP the meta copy filled with the gathered weights."""
@@ -284,18 +319,21 @@ class Trainer:
         self.export_copy.load_state_dict(state["model"], assign=True)
         return self.export_copy
 
-    def save_checkpoint(self, final: bool = False) -> Path | None:
-        """Rank 0 writes checkpoint-<step> atomically (and, when `final`, the export into output_dir)."""
+    def save_checkpoint(self, final: bool = False, checkpoint: bool = True) -> Path | None:
+        """Rank 0 writes checkpoint-<step> atomically (when `checkpoint`) and, when `final`, the export into
+        output_dir."""
         state = self._state()  # collective under DDP and FSDP: every rank takes part
         path = None
         if self.dist.is_main:
-            export = self.export or (lambda model, folder: model.save_pretrained(folder))
+            export = self._export_function()
             model = self._exportable(state)
             if final:  # published into output_dir as one set (its checkpoints and logs stay)
                 export_into(self.out, lambda folder: export(model, folder))
-            if not final or self.args.save_strategy != "no":
-                path = write_checkpoint(self.out, self.step, state, lambda folder: export(model, folder),
-                                        self.args.save_total_limit)
+            if checkpoint:
+                keep = None if self.args.load_best_model_at_end else self.args.save_total_limit
+                path = write_checkpoint(self.out, self.step, state, lambda folder: self._export_checkpoint(
+                    export, model, folder), keep)
+                self._prune_keeping_best()
             if self.export_copy is not None:
                 self.export_copy.to_empty(device="meta")  # let the gathered weights go
         self.dist.barrier()
@@ -325,6 +363,7 @@ class Trainer:
                 self.model.load_state_dict(state["model"])
                 self.optimizer.load_state_dict(state["optimizer"])
             self.step, self.tokens = int(state["step"]), int(state["tokens"])
+            self._restore_schedule_and_state(state)
             if state["world_size"] == self.dist.world_size:
                 restore_rng(state["rng"][self.dist.rank])
             else:
