@@ -166,14 +166,21 @@ class ModelConfig:
                               f"got {self.mlm_activation!r}")
         if self.positions == "learned" and self.max_positions <= 0:
             raise ConfigError(f"{where}: learned positions need max_positions > 0")
-        for name in ("dropout", "attention_dropout", "activation_dropout", "embedding_dropout"):
+        for name in ("dropout", "attention_dropout", "activation_dropout", "embedding_dropout", "classifier_dropout"):
             value = getattr(self, name)
-            if name == "embedding_dropout" and value is None:
+            if name in ("embedding_dropout", "classifier_dropout") and value is None:
                 continue
             if not isinstance(value, (int, float)) or not 0 <= value < 1:
                 raise ConfigError(f"{where}: {name} must be in [0, 1), got {value!r}")
         if not isinstance(self.num_labels, int) or self.num_labels <= 0:
             raise ConfigError(f"{where}: num_labels must be a positive integer, got {self.num_labels!r}")
+        if self.id2label and sorted(self.id2label) != list(range(self.num_labels)):
+            # every classifier output needs its name, and every name an output (a pipeline reads id2label[i])
+            extra = sorted(set(self.id2label) - set(range(self.num_labels)))
+            missing = sorted(set(range(self.num_labels)) - set(self.id2label))
+            raise ConfigError(f"{where}: id2label must name the labels 0..{self.num_labels - 1} (num_labels = "
+                              f"{self.num_labels}), one per classifier output; "
+                              + (f"key(s) {extra} are outside" if extra else f"label(s) {missing} have no name"))
         if not isinstance(self.initializer_range, (int, float)) or not 0 <= self.initializer_range < float("inf"):
             raise ConfigError(f"{where}: initializer_range must be a finite number >= 0, "
                               f"got {self.initializer_range!r}")

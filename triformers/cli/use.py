@@ -17,12 +17,53 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from typing import Any, Callable
 
 from .registry import Command, register
 from ..errors import InputError
 from ..io.files import strict_json
+from ..memory import parse_device, parse_dtype
+
+
+# ---- flag values, checked when parsed: an error names the flag ------------------------------------------------
+def _at_least(low: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {value}")
+        return value
+    return parse
+
+
+def _number(low: float, high: float = math.inf, low_open: bool = False) -> Callable[[str], float]:
+    if high == math.inf:
+        allowed = f"{'>' if low_open else '>='} {low:g}"
+    else:
+        allowed = f"in {'(' if low_open else '['}{low:g}, {high:g}]"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(value) or value < low or value > high or (low_open and value == low):
+            raise argparse.ArgumentTypeError(f"must be a finite number {allowed}, got {text}")
+        return value
+    return parse
+
+
+def _checked(parse: Callable[[str, str], Any], name: str) -> Callable[[str], Any]:
+    def convert(text: str) -> Any:
+        try:
+            return parse(text, name)
+        except InputError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+    return convert
 
 
 def _common(parser: argparse.ArgumentParser, stdin_whole: bool = False) -> None:
@@ -30,9 +71,9 @@ def _common(parser: argparse.ArgumentParser, stdin_whole: bool = False) -> None:
                         ("all of stdin" if stdin_whole else "one per line on stdin") + ")")
     parser.add_argument("--model", required=True, help="model folder or hub id")
     parser.add_argument("--tokenizer", help="tokenizer folder (default: the model's)")
-    parser.add_argument("--device", help="cpu, cuda, cuda:1, ...")
-    parser.add_argument("--dtype", help="float32, bfloat16, float16, auto")
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--device", type=_checked(parse_device, "device"), help="cpu, cuda, cuda:1, ...")
+    parser.add_argument("--dtype", type=_checked(parse_dtype, "dtype"), help="float32, bfloat16, float16, auto")
+    parser.add_argument("--batch-size", type=_at_least(1), default=8)
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
 
 
@@ -70,7 +111,7 @@ def _emit(args: argparse.Namespace, texts: list[str], results: list[Any], line: 
 # ---- verbs -------------------------------------------------------------------------------------------------
 def _fill_mask_arguments(parser: argparse.ArgumentParser) -> None:
     _common(parser)
-    parser.add_argument("--top-k", type=int, default=5)
+    parser.add_argument("--top-k", type=_at_least(1), default=5)
     parser.add_argument("--targets", help="comma-separated candidate tokens")
 
 
@@ -87,15 +128,15 @@ def run_fill_mask(args: argparse.Namespace) -> int:
 
 def _generate_arguments(parser: argparse.ArgumentParser) -> None:
     _common(parser)
-    parser.add_argument("--max-new-tokens", type=int, default=50)
-    parser.add_argument("--num-beams", type=int, default=1)
+    parser.add_argument("--max-new-tokens", type=_at_least(1), default=50)
+    parser.add_argument("--num-beams", type=_at_least(1), default=1)
     parser.add_argument("--sample", action="store_true", help="sample instead of greedy / beam search")
-    parser.add_argument("--temperature", type=float, default=1.0)
-    parser.add_argument("--top-k", type=int)
-    parser.add_argument("--top-p", type=float)
-    parser.add_argument("--num-return-sequences", type=int, default=1)
-    parser.add_argument("--repetition-penalty", type=float, default=1.0)
-    parser.add_argument("--seed", type=int, help="makes sampling repeatable")
+    parser.add_argument("--temperature", type=_number(0), default=1.0)
+    parser.add_argument("--top-k", type=_at_least(0))
+    parser.add_argument("--top-p", type=_number(0, 1, low_open=True))
+    parser.add_argument("--num-return-sequences", type=_at_least(1), default=1)
+    parser.add_argument("--repetition-penalty", type=_number(0, low_open=True), default=1.0)
+    parser.add_argument("--seed", type=_at_least(0), help="makes sampling repeatable")
     parser.add_argument("--new-only", action="store_true", help="print only the generated continuation")
 
 
@@ -136,7 +177,7 @@ def run_text2text(args: argparse.Namespace) -> int:
 
 def _classify_arguments(parser: argparse.ArgumentParser) -> None:
     _common(parser)
-    parser.add_argument("--top-k", type=int, default=1, help="labels per text (0: all)")
+    parser.add_argument("--top-k", type=_at_least(0), default=1, help="labels per text (0: all)")
     parser.add_argument("--function", choices=["softmax", "sigmoid", "none"], help="score function")
     parser.add_argument("--labels", help="comma-separated candidate labels: zero-shot classification")
     parser.add_argument("--template", default="This example is {}.", help="zero-shot hypothesis template")
@@ -174,10 +215,10 @@ def run_ner(args: argparse.Namespace) -> int:
 def _qa_arguments(parser: argparse.ArgumentParser) -> None:
     _common(parser, stdin_whole=True)
     parser.add_argument("--question", required=True)
-    parser.add_argument("--top-k", type=int, default=1)
-    parser.add_argument("--max-answer-len", type=int, default=15)
-    parser.add_argument("--max-seq-len", type=int)
-    parser.add_argument("--doc-stride", type=int)
+    parser.add_argument("--top-k", type=_at_least(1), default=1)
+    parser.add_argument("--max-answer-len", type=_at_least(1), default=15)
+    parser.add_argument("--max-seq-len", type=_at_least(1))
+    parser.add_argument("--doc-stride", type=_at_least(0))
     parser.add_argument("--handle-impossible", action="store_true", help="allow the empty answer")
 
 

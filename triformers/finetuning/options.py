@@ -40,18 +40,16 @@ class FinetuneOptions:
                               "training.eval_strategy (None: nothing is evaluated)")
     labels: str | list[str] | None = option(None, "label names in id order: a list, comma-separated names, or a "
                                             "file with one per line (needed for integer NER tags)")
-    max_length: int = option(128, "tokens per input (QA: per window)")
-    doc_stride: int = option(64, "QA: tokens shared by neighbouring windows of a long context")
+    max_length: int = option(128, "tokens per input (QA: per window)", minimum=1)
+    doc_stride: int = option(64, "QA: tokens shared by neighbouring windows of a long context", minimum=0)
     source_prefix: str = option("", 'seq2seq: put before every source (T5: "summarize: ")')
-    max_target_length: int = option(64, "seq2seq: target tokens, and new tokens generated at evaluation")
-    num_beams: int = option(1, "seq2seq: beam width at evaluation")
+    max_target_length: int = option(64, "seq2seq: target tokens, and new tokens generated at evaluation",
+                                    minimum=1)
+    num_beams: int = option(1, "seq2seq: beam width at evaluation", minimum=1)
     training: TrainingArguments = option(help="training", factory=finetuning_arguments)
 
     def __post_init__(self) -> None:
         check_fields(self, FinetuneError)
-        for name, least in (("max_length", 1), ("max_target_length", 1), ("num_beams", 1), ("doc_stride", 0)):
-            if getattr(self, name) < least:
-                raise FinetuneError(f"FinetuneOptions: {name}={getattr(self, name)} must be at least {least}")
 
 
 @dataclass

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InputError
+from ..memory import check_generation_memory
 from .beam import beam_search
 from .options import GenerationOptions, eos_tensor, resolve_options
 from .processors import Processors, build_processors, no_token_error, unusable
@@ -66,6 +67,7 @@ def generate(model, input_ids: torch.Tensor | None = None, attention_mask: torch
     mask = _padding_mask(input_ids, attention_mask, options)
     padded = not bool(mask.all())
     total = L + options.max_new_tokens
+    check_generation_memory(model, input_ids, total, options)  # the product of beams, positions, layers, heads
     runner = Runner(model, input_ids, mask, padded, total, options.use_cache)
     prompt = (input_ids if decoder_only
               else torch.full((B, 1), options.decoder_start_token_id, dtype=torch.long, device=device))

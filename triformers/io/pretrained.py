@@ -24,6 +24,7 @@ from ..config import ModelConfig
 from ..dialects import Dialect, get_dialect
 from ..dialects.base import WRITTEN_BY_SAVER
 from ..errors import CheckpointError, ConfigError
+from ..memory import check_model_memory, parse_dtype
 from . import hub
 from .files import read_json, write_json
 from .publish import identity, publish, reading
@@ -119,6 +120,7 @@ def load_model(cls, checkpoint: Checkpoint, *, head: str | None = None, dtype: t
     """A model of family class `cls` (with `head`) filled from the checkpoint's weights, in eval mode."""
     if quantize not in (None, "int8"):
         raise ConfigError(f"quantize must be None or 'int8', got {quantize!r}")
+    dtype = parse_dtype(dtype)
     for _ in range(3):  # a folder re-saved after its config was read: read the config of the new save
         tensors, origin = read_weights(checkpoint.folder)
         if checkpoint.stamp is None or tensors.stamp == checkpoint.stamp:
@@ -135,6 +137,7 @@ def load_model(cls, checkpoint: Checkpoint, *, head: str | None = None, dtype: t
         model = cls(config, head=head)
     if dtype == "auto":
         dtype = next((t.dtype for t in tensors.values() if t.is_floating_point()), None)
+    check_model_memory(config, cls.family, head, dtype, where=str(checkpoint.config_file))  # before materialising
     load_state(model, dialect, tensors, origin, ignore_mismatched_sizes, dtype)
     del tensors
     model = cast(model, dtype).eval()  # new heads (initialised in the default dtype) follow the rest

@@ -13,10 +13,11 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
-from ..errors import InputError
 from ..layers.onednn import pack, packable, unpack
 from ..layers.storage import row_major
 from ..layers.norms import RMSNorm
+from ..memory import check_model_memory, parse_dtype
+from .inputs import Inputs, check_forward
 
 
 class TransformerModel(nn.Module):
@@ -27,6 +28,8 @@ class TransformerModel(nn.Module):
         super().__init__()
         if head not in self.heads:
             raise ValueError(f"{type(self).__name__} has no head {head!r}; choose one of {self.heads}")
+        if torch.get_default_device().type != "meta":  # meta: the loader checks, in the dtype it loads in
+            check_model_memory(config, self.family, head, torch.get_default_dtype(), device=torch.get_default_device())
         self.config, self.head = config, head
 
     # -- loading and saving -------------------------------------------------------------------------
@@ -48,6 +51,7 @@ class TransformerModel(nn.Module):
     @classmethod
     def from_config(cls, config: ModelConfig, *, head: str | None = None, dtype: torch.dtype | None = None):
         """A randomly initialised model (for pre-training or fine-tuning from scratch)."""
+        dtype = parse_dtype(dtype, auto=False)
         model = cls(config, head=head)
         model.init_weights()
         return model.to(dtype) if dtype is not None else model
@@ -163,28 +167,9 @@ class TransformerModel(nn.Module):
         return generate(self, input_ids, attention_mask, **kwargs)
 
     def check_inputs(self, input_ids: torch.Tensor | None, attention_mask: torch.Tensor | None,
-                     name: str = "input_ids", past: int = 0) -> None:
-        """Clear errors for bad ids, masks and lengths, before they become torch index errors."""
-        if input_ids is None:
-            raise InputError(f"{name} is required")
-        if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2:
-            shape = tuple(input_ids.shape) if isinstance(input_ids, torch.Tensor) else type(input_ids).__name__
-            raise InputError(f"{name} must be a 2-D tensor (batch, length), got {shape}")
-        if input_ids.dtype not in (torch.long, torch.int, torch.int16, torch.uint8):
-            raise InputError(f"{name} must hold integer token ids, got {input_ids.dtype}")
-        if input_ids.numel() == 0:
-            raise InputError(f"{name} is empty (shape {tuple(input_ids.shape)})")
-        bad = (input_ids < 0) | (input_ids >= self.config.vocab_size)
-        if bool(bad.any()):
-            b, t = (int(i) for i in bad.nonzero()[0])
-            raise InputError(f"{name}[{b}, {t}] = {int(input_ids[b, t])} is outside the vocabulary "
-                             f"(0..{self.config.vocab_size - 1})")
-        limit = self.max_length()
-        if limit is not None and past + input_ids.shape[1] > limit:
-            raise InputError(f"{name} has {past + input_ids.shape[1]} positions but the model has at most "
-                             f"{limit}; truncate the input (e.g. tokenizer(..., truncation=True, max_length={limit}))")
-        if attention_mask is not None:
-            expected = (input_ids.shape[0], past + input_ids.shape[1])
-            if not isinstance(attention_mask, torch.Tensor) or tuple(attention_mask.shape) != expected:
-                got = tuple(attention_mask.shape) if isinstance(attention_mask, torch.Tensor) else attention_mask
-                raise InputError(f"attention_mask for {name} must have shape {expected}, got {got}")
+                     name: str = "input_ids", past: int = 0, position_ids: torch.Tensor | None = None,
+                     token_type_ids: torch.Tensor | None = None) -> Inputs:
+        """Clear errors for bad ids, masks, positions, token types and lengths, before they become torch index
+        errors (see models/inputs.py); returns the inputs as the model uses them (narrow integer ids widened)."""
+        return check_forward(self.config, self.max_length(), input_ids, attention_mask, name, past, position_ids,
+                             token_type_ids)

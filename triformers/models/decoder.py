@@ -41,7 +41,8 @@ class DecoderModel(TransformerModel):
                 cache: KVCache | None = None, logits_to_keep: int = 0, check: bool = True) -> ModelOutput:
         past = cache.length if cache is not None else 0
         if check:
-            self.check_inputs(input_ids, attention_mask, past=past)
+            input_ids, attention_mask, position_ids, _ = self.check_inputs(input_ids, attention_mask, past=past,
+                                                                           position_ids=position_ids)
         hidden = self.decoder(self.embed_tokens(input_ids), input_ids=input_ids, attention_mask=attention_mask,
                               position_ids=position_ids, cache=cache)  # (B, T, H)
         out = ModelOutput(last_hidden_state=hidden)

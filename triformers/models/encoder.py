@@ -10,7 +10,6 @@ import torch
 import torch.nn.functional as F
 
 from ..config import ModelConfig
-from ..errors import InputError
 from ..layers.block import Stack
 from ..layers.dropout import Dropout
 from ..layers.embedding import Embedding
@@ -43,9 +42,8 @@ class EncoderModel(TransformerModel):
                 token_type_ids: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
                 labels: torch.Tensor | None = None, start_positions: torch.Tensor | None = None,
                 end_positions: torch.Tensor | None = None) -> ModelOutput:
-        self.check_inputs(input_ids, attention_mask)
-        if token_type_ids is not None:
-            self.check_token_types(token_type_ids, input_ids)
+        input_ids, attention_mask, position_ids, token_type_ids = self.check_inputs(
+            input_ids, attention_mask, position_ids=position_ids, token_type_ids=token_type_ids)
         hidden = self.encoder(self.embed_tokens(input_ids), input_ids=input_ids, attention_mask=attention_mask,
                               token_type_ids=token_type_ids, position_ids=position_ids)  # (B, T, H)
         out = ModelOutput(last_hidden_state=hidden)
@@ -76,18 +74,6 @@ class EncoderModel(TransformerModel):
             if start_positions is not None and end_positions is not None:
                 out.loss = span_loss(out.start_logits, out.end_logits, start_positions, end_positions)
         return out
-
-    def check_token_types(self, token_type_ids: torch.Tensor, input_ids: torch.Tensor) -> None:
-        """A clear error for token types of the wrong shape or outside the type vocabulary."""
-        types = self.config.type_vocab_size
-        if not isinstance(token_type_ids, torch.Tensor) or token_type_ids.shape != input_ids.shape:
-            got = tuple(token_type_ids.shape) if isinstance(token_type_ids, torch.Tensor) else token_type_ids
-            raise InputError(f"token_type_ids must have the shape of input_ids {tuple(input_ids.shape)}, got {got}")
-        bad = (token_type_ids < 0) | (token_type_ids >= max(types, 1))
-        if bool(bad.any()):
-            b, t = (int(i) for i in bad.nonzero()[0])
-            raise InputError(f"token_type_ids[{b}, {t}] = {int(token_type_ids[b, t])} is outside the "
-                             f"{types} token types of this model (0..{max(types - 1, 0)})")
 
     def embed(self, input_ids, attention_mask=None, pooling: str = "mean", normalize: bool = True):
         """Sentence embeddings: mean (over non-pad tokens) or CLS pooling, optionally L2-normalised."""

@@ -18,6 +18,7 @@ from ..layers.embedding import Embedding
 from ..layers.linear import Linear, linear
 from .base import TransformerModel
 from .heads import SequenceClassifier, select_token, sequence_classification_loss, token_loss
+from .inputs import as_indices, check_context
 from .outputs import ModelOutput
 
 
@@ -53,7 +54,7 @@ class EncoderDecoderModel(TransformerModel):
             self.final_logits_bias.zero_()
 
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        self.check_inputs(input_ids, attention_mask)
+        input_ids, attention_mask, _, _ = self.check_inputs(input_ids, attention_mask)
         return self.encoder(self.embed_tokens(input_ids), input_ids=input_ids, attention_mask=attention_mask)
 
     def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -74,6 +75,8 @@ class EncoderDecoderModel(TransformerModel):
         config = self.config
         if encoder_outputs is None:
             encoder_outputs = self.encode(input_ids, attention_mask)  # (B, S, H)
+        elif check:
+            check_context(encoder_outputs, attention_mask, config.hidden_size)
         if decoder_input_ids is None:
             source = labels if self.head == "lm" else input_ids
             if source is None:
@@ -82,10 +85,15 @@ class EncoderDecoderModel(TransformerModel):
             if config.decoder_start_token_id is None or config.pad_token_id is None:
                 raise InputError(f"{config.model_type} config has no decoder_start_token_id / pad_token_id "
                                  "to make decoder_input_ids from; pass decoder_input_ids")
+            source = as_indices(source, "labels" if self.head == "lm" else "input_ids")
             decoder_input_ids = shift_right(source, config.decoder_start_token_id, config.pad_token_id)
         past = cache.length if cache is not None else 0
         if check:
-            self.check_inputs(decoder_input_ids, decoder_attention_mask, "decoder_input_ids", past=past)
+            decoder_input_ids, decoder_attention_mask, _, _ = self.check_inputs(
+                decoder_input_ids, decoder_attention_mask, "decoder_input_ids", past=past)
+            if decoder_input_ids.shape[0] != encoder_outputs.shape[0]:
+                raise InputError(f"decoder_input_ids has {decoder_input_ids.shape[0]} rows but the encoder output "
+                                 f"{encoder_outputs.shape[0]}")
         hidden = self.decoder(self.embed_tokens(decoder_input_ids), input_ids=decoder_input_ids,
                               attention_mask=decoder_attention_mask, context=encoder_outputs,
                               context_mask=attention_mask, cache=cache)  # (B, T, H)

@@ -16,6 +16,7 @@ from ..layers.block import ACTIVATIONS
 from ..layers.dropout import Dropout
 from ..layers.linear import Linear, linear
 from ..layers.norms import make_norm
+from .inputs import as_indices, check_finite
 
 
 class MLMHead(nn.Module):
@@ -96,11 +97,14 @@ def sequence_classification_loss(logits: torch.Tensor, labels: torch.Tensor, con
             problem = "single_label_classification"
         else:
             problem = "multi_label_classification"
-    if problem == "regression":
+    B, n = logits.shape
+    if problem == "regression":  # (B,), or (B, n) for n outputs
+        check_finite(labels.float(), "labels", (B,) if n == 1 and labels.dim() == 1 else (B, n))
         return F.mse_loss(logits.squeeze(-1).float(), labels.squeeze(-1).float())
     if problem == "single_label_classification":
-        check_labels(labels.view(-1), (logits.shape[0],), config.num_labels)
+        check_labels(labels.view(-1), (B,), config.num_labels)
         return F.cross_entropy(logits.float().view(-1, config.num_labels), labels.view(-1))
+    check_finite(labels.float(), "labels (multi-label: one 0..1 target per label)", (B, n))
     return F.binary_cross_entropy_with_logits(logits.float(), labels.float())
 
 
@@ -132,8 +136,13 @@ def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 def span_loss(start_logits, end_logits, start_positions, end_positions) -> torch.Tensor:
     """Extractive QA: mean of start and end cross-entropies; positions outside the input are ignored."""
-    ignored = start_logits.shape[1]
-    start = start_positions.view(-1).clamp(0, ignored)
-    end = end_positions.view(-1).clamp(0, ignored)
-    return (F.cross_entropy(start_logits.float(), start, ignore_index=ignored)
-            + F.cross_entropy(end_logits.float(), end, ignore_index=ignored)) / 2
+    B, ignored = start_logits.shape
+    losses = []
+    for name, positions, logits in (("start_positions", start_positions, start_logits),
+                                    ("end_positions", end_positions, end_logits)):
+        positions = as_indices(positions, name)
+        if positions.numel() != B:
+            raise InputError(f"{name} must hold one position per sequence ({B}), got shape {tuple(positions.shape)}")
+        target = positions.reshape(-1).clamp(0, ignored)
+        losses.append(F.cross_entropy(logits.float(), target, ignore_index=ignored))
+    return (losses[0] + losses[1]) / 2

@@ -17,6 +17,7 @@ import torch
 
 from ..errors import InputError
 from ..io.pretrained import Checkpoint
+from ..memory import parse_device, parse_dtype
 from ..models import TransformerModel
 from ..tokenization import Tokenizer
 
@@ -24,26 +25,13 @@ Device = int | str | torch.device | None
 
 
 def resolve_device(device: Device) -> torch.device | None:
-    """transformers' convention: -1 is the CPU, a non-negative int a CUDA index, else a torch device."""
-    if device is None:
-        return None
-    if isinstance(device, bool):
-        raise InputError(f"pipeline: device must be an int, a string or a torch.device, got {device!r}")
-    if isinstance(device, int):
-        return torch.device("cpu") if device < 0 else torch.device("cuda", device)
-    try:
-        return torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise InputError(f"pipeline: device {device!r} is not a device torch knows ({err})") from None
+    """transformers' convention: -1 is the CPU, a non-negative int a CUDA index, else a device this machine has."""
+    return parse_device(device, "pipeline: device")
 
 
 def resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | str | None:
-    if dtype is None or isinstance(dtype, torch.dtype) or dtype == "auto":
-        return dtype
-    value = getattr(torch, str(dtype).replace("torch.", ""), None)
-    if not isinstance(value, torch.dtype):
-        raise InputError(f"pipeline: dtype {dtype!r} is not a torch dtype (e.g. 'float32', 'bfloat16')")
-    return value
+    """A floating dtype from its name ("bfloat16", "torch.float16"), or "auto"."""
+    return parse_dtype(dtype, "pipeline: dtype")
 
 
 def tokens_to_string(tokenizer: Tokenizer, tokens: Sequence[str]) -> str:

@@ -45,6 +45,7 @@ class TextGenerationPipeline(Pipeline):
         if pad_id is None:
             eos = self.config.eos_token_id
             pad_id = (eos[0] if isinstance(eos, list) else eos) or 0
+            pad_id = pad_id if 0 <= pad_id < self.config.vocab_size else 0  # a config's EOS outside the vocabulary
         results = []
         for group in chunks(items, batch_size):
             rows = [self.tokenizer(prefix + text, add_special_tokens=add_special_tokens)["input_ids"] for text in group]

@@ -54,8 +54,8 @@ class PretrainOptions:
                                  "bloom | t5 | bart, or your own")
     data: str | None = option(None, "text / .jsonl file or folder (None: the Python stdlib docstrings)")
     tokenizer: str | None = option(None, "a tokenizer folder (None: train one of the dialect's kind)")
-    vocab_size: int = option(8000, "vocabulary of the trained tokenizer")
-    max_docs: int | None = option(None, "read at most this many documents")
+    vocab_size: int = option(8000, "vocabulary of the trained tokenizer", minimum=1)
+    max_docs: int | None = option(None, "read at most this many documents", minimum=1)
     document_per: Literal["line", "paragraph", "file"] = option("line", "what a document is in plain-text files")
     eval_fraction: float = option(0.02, "share of documents held out, evaluated per training.eval_strategy "
                                   "(0: nothing is held out or evaluated)")
@@ -66,9 +66,8 @@ class PretrainOptions:
 
     def __post_init__(self) -> None:
         check_fields(self)
-        if self.vocab_size < 1 or not 0 <= self.eval_fraction < 1:
-            raise ConfigError(f"PretrainOptions: vocab_size={self.vocab_size} must be positive and "
-                              f"eval_fraction={self.eval_fraction} in [0, 1)")
+        if not 0 <= self.eval_fraction < 1:
+            raise ConfigError(f"PretrainOptions: eval_fraction={self.eval_fraction} must be in [0, 1)")
 
 
 def prepare(options: PretrainOptions, is_main: bool = True):

@@ -19,8 +19,10 @@ import typing
 from dataclasses import dataclass
 from typing import Literal
 
-from ..errors import TrainingError
+from ..errors import InputError, TrainingError
+from ..memory import parse_device
 from .fields import check_fields, option
+from .output import check_output_dir
 
 Scheduler = Literal["linear", "cosine", "constant", "constant_with_warmup"]
 Strategy = Literal["no", "steps", "epoch"]
@@ -55,7 +57,7 @@ class TrainingArguments:
     train_sampling_strategy: Sampling = option(
         "random", "example order of each epoch: random (seeded), sequential, or group_by_length (shuffled, then "
         "sorted by length within mega-batches of 50 global batches: less padding)")
-    data_seed: int | None = option(None, "seed of the example order (None: seed)")
+    data_seed: int | None = option(None, "seed of the example order (None: seed)", minimum=0)
     length_column_name: str = option("length", "group_by_length: the column of precomputed lengths, when a "
                                      "datasets.Dataset has it")
     dataloader_drop_last: bool = option(False, "drop each epoch's last incomplete batch")
@@ -171,6 +173,11 @@ class TrainingArguments:
         _require(self, "report_to", self.report_to in (None, "none", [], ["none"]),
                  "is not supported yet: only 'none' (metrics.jsonl and loss_curve.png are written in any case)")
         _require(self, "output_dir", bool(self.output_dir), "must name a folder")
+        check_output_dir(self.output_dir)
+        try:
+            parse_device(self.device, "TrainingArguments: device")
+        except InputError as err:
+            raise TrainingError(str(err)) from None
 
     def _check_best_model(self) -> None:
         """transformers' rule: load_best_model_at_end needs a checkpoint at every evaluation."""

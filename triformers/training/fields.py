@@ -4,7 +4,8 @@ annotation, both to check values (an error names the field) and to generate comm
     learning_rate: float = option(5e-5, "peak AdamW learning rate", flags=("--lr",))
 
 The help lives in `metadata["help"]`, as in transformers' TrainingArguments; the other metadata keys are
-read by the flag generator (see `triformers.cli.flags`). Types understood: int, float, str, bool, `X | None`,
+read by the flag generator (see `triformers.cli.flags`), except `minimum`, the least value a number may take
+(checked by `check_fields`, as the type is). Types understood: int, float, str, bool, `X | None`,
 `Literal[...]` (the choices), `list[X]`, `tuple[X, ...]` / `tuple[X, X]`, unions (a value may be any member) and
 nested option dataclasses.
 """
@@ -12,6 +13,7 @@ nested option dataclasses.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import MISSING, dataclass
@@ -90,12 +92,20 @@ def _matches(value: Any, member: Any) -> bool:
 
 
 def check_fields(instance: Any, error: type[Exception] = ConfigError) -> None:
-    """Every field's value against its annotation; the error names the class, the field and the value."""
+    """Every field's value against its annotation, a number also against its `minimum` (field metadata); a float
+    must be finite (NaN and infinity mean nothing as a setting). The error names the class, the field and the value."""
+    metadata = {f.name: f.metadata for f in dataclasses.fields(instance)}
     for name, kind in field_kinds(type(instance)).items():
         value = getattr(instance, name)
         if value is None and kind.optional:
             continue
+        where = f"{type(instance).__name__}: {name}={value!r}"
         if not any(_matches(value, member) for member in kind.members):
             allowed = f"one of {kind.choices}" if kind.choices else " or ".join(
                 getattr(m, "__name__", str(m)) for m in kind.members) + (" or None" if kind.optional else "")
-            raise error(f"{type(instance).__name__}: {name}={value!r} must be {allowed}")
+            raise error(f"{where} must be {allowed}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise error(f"{where} must be a finite number")
+        least = metadata[name].get("minimum")
+        if least is not None and isinstance(value, (int, float)) and not isinstance(value, bool) and value < least:
+            raise error(f"{where} must be at least {least}" + (" (or None)" if kind.optional else ""))

@@ -28,8 +28,8 @@ DEFAULT_NEW_TOKENS = 20  # generate's default length when nothing sets one
 class Seq2SeqTrainingArguments(TrainingArguments):
     sortish_sampler: bool = option(False, "refused: use train_sampling_strategy='group_by_length'")
     predict_with_generate: bool = option(False, "evaluate and predict with generate (for ROUGE / BLEU)")
-    generation_max_length: int | None = option(None, "max_length of generate in evaluate / predict")
-    generation_num_beams: int | None = option(None, "num_beams of generate in evaluate / predict")
+    generation_max_length: int | None = option(None, "max_length of generate in evaluate / predict", minimum=1)
+    generation_num_beams: int | None = option(None, "num_beams of generate in evaluate / predict", minimum=1)
     generation_config: object | None = option(None, "a GenerationConfig handed to generate in evaluate / predict")
 
     def validate(self) -> None:

@@ -55,6 +55,7 @@ from .distributed import _full_state_options, place_model
 from .evaluation import Evaluation, TrainOutput, TrainResult  # noqa: F401  (TrainResult re-exported)
 from .metrics import truncate_metrics
 from .optim import build_optimizer, build_scheduler
+from .output import prepare_output_dir
 from .plan import make_plan
 from .rng import capture_rng, restore_rng, set_seed
 from .saving import Saving, is_out_of_memory
@@ -105,8 +106,8 @@ class Trainer(TrainingData, Evaluation, Saving):
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.wrapped = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         self.out = Path(args.output_dir)
-        if self.dist.is_main:
-            self.out.mkdir(parents=True, exist_ok=True)
+        if self.dist.is_main:  # before anything trains: a folder that cannot take a save is refused now
+            prepare_output_dir(self.out, self.model, args.save_strategy != "no")
         self.label_names = args.label_names if args.label_names is not None else default_label_names(self.model)
         self._signature_columns = signature_columns(self.model, self.label_names)
         self._loss_shifts_labels = getattr(self.model, "family", None) == "decoder"  # causal LMs shift labels
