@@ -8,7 +8,10 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "triformers"
-TOP_LEVEL = {"__init__", "__main__", "errors", "config", "auto"}
+# the package face, and two modules every layer may stand on: config (ModelConfig) and memory (what a config
+# asks of the machine, and the dtype / device names), which import nothing of triformers but config and errors
+TOP_LEVEL = {"__init__", "__main__", "errors", "config", "auto", "memory"}
+BASE_IMPORTS = {"memory": ("triformers.config", "triformers.errors")}
 # what layers/ may import from triformers: itself and the two modules below it
 LAYERS_MAY_IMPORT = ("triformers.layers", "triformers.config", "triformers.errors")
 MODELS_NEVER_AT_MODULE_LEVEL = ("triformers.io", "triformers.training", "triformers.cli", "triformers.pipelines")
@@ -98,6 +101,9 @@ def test_models_reach_loader_trainer_cli_pipelines_only_lazily():
 def test_only_the_package_face_stays_at_the_top():
     loose = sorted(p.stem for p in PACKAGE.glob("*.py") if p.stem not in TOP_LEVEL)
     assert not loose, f"modules directly in triformers/ besides the package face: {loose}"
+    for stem, allowed in BASE_IMPORTS.items():
+        above = [name for name, _ in imports(PACKAGE / f"{stem}.py") if not name.startswith(allowed)]
+        assert not above, f"triformers/{stem}.py imports {above}: it must stand on config and errors alone"
 
 
 def test_the_checker_sees_a_cycle(tmp_path, monkeypatch):

@@ -129,13 +129,14 @@ def _read_limit(path: Path) -> int | None:
     return int(text) if text.isdigit() and int(text) < UNLIMITED else None
 
 
-def _cgroup_limits() -> list[int]:
-    """Memory limits of this process' cgroups (v2 `memory.max` up its path, v1 `memory.limit_in_bytes`)."""
-    root, limits = Path("/sys/fs/cgroup"), []
+def cgroup_limits(root: Path = Path("/sys/fs/cgroup"), membership: Path = Path("/proc/self/cgroup")) -> list[int]:
+    """Memory limits of this process' cgroups: v2 `memory.max` and v1 `memory.limit_in_bytes`, at its own cgroup
+    and each one above it (a parent's limit bounds its children)."""
     try:
-        lines = Path("/proc/self/cgroup").read_text().splitlines()
+        lines = membership.read_text().splitlines()
     except OSError:
         lines = []
+    limits = []
     for line in lines:
         parts = line.split(":", 2)
         if len(parts) != 3:
@@ -146,9 +147,9 @@ def _cgroup_limits() -> list[int]:
         base, name = (root, "memory.max") if v2 else (root / "memory", "memory.limit_in_bytes")
         folder = base / parts[2].lstrip("/")
         for candidate in (folder, *folder.parents):
-            if candidate == base.parent:
-                break
             limits.append(_read_limit(candidate / name))
+            if candidate == base:
+                break
     return [limit for limit in limits if limit is not None]
 
 
@@ -159,7 +160,7 @@ def machine_memory(device: torch.device | str | None = None) -> tuple[int, str]:
         index = device.index if device.index is not None else torch.cuda.current_device()
         return torch.cuda.get_device_properties(index).total_memory, f"the memory of {device}"
     bounds = [(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "physical memory")]
-    bounds += [(limit, "the cgroup memory limit") for limit in _cgroup_limits()]
+    bounds += [(limit, "the cgroup memory limit") for limit in cgroup_limits()]
     address_space = resource.getrlimit(resource.RLIMIT_AS)[0]
     if address_space != resource.RLIM_INFINITY:
         bounds.append((address_space, "the address-space limit (RLIMIT_AS)"))
