@@ -23,7 +23,10 @@ IGNORED = ("token_type_ids",)  # tokenizers return them; they mean nothing to ge
 # Models without a position table (T5's relative buckets, BLOOM's ALiBi) have no length limit of their
 # own; prompt + new tokens beyond this are refused rather than sizing a KV cache nothing can allocate.
 MAX_UNBOUNDED_POSITIONS = 2**20
-MAX_SEQUENCES = 4096  # num_beams, num_return_sequences: each is a row of the KV cache
+MAX_SEQUENCES = 4096
+# transformers' names: "dynamic" reads the written prefix of the preallocated cache (the CPU default),
+# "static" all of its slots with the unwritten ones masked, so that every step has the same shapes
+CACHE_IMPLEMENTATIONS = (None, "dynamic", "static")  # num_beams, num_return_sequences: each is a row of the KV cache
 
 logger = logging.getLogger("triformers")
 
@@ -50,6 +53,7 @@ class GenerationOptions:
     forced_eos_token_ids: tuple[int, ...] = ()
     decoder_start_token_id: int | None = None
     use_cache: bool = True
+    static_cache: bool = False  # cache_implementation="static": every step reads all slots (fixed shapes)
     generator: torch.Generator | None = None
 
 
@@ -107,7 +111,8 @@ def resolve_options(model, prompt_length: int, *, max_new_tokens: int | None = N
                     pad_token_id: int | None = None, bos_token_id: int | None = None,
                     forced_bos_token_id: Any = None, forced_eos_token_id: Any = None,
                     decoder_start_token_id: int | None = None, max_length: int | None = None,
-                    use_cache: bool = True, generator: torch.Generator | None = None, seed: int | None = None,
+                    use_cache: bool = True, cache_implementation: str | None = None,
+                    generator: torch.Generator | None = None, seed: int | None = None,
                     **unknown: Any) -> GenerationOptions:
     """Check every argument of `generate` and fill the unset ones from `model.config`.
 
@@ -161,6 +166,9 @@ def resolve_options(model, prompt_length: int, *, max_new_tokens: int | None = N
     repetition_penalty = _float(repetition_penalty, "repetition_penalty")
     if repetition_penalty <= 0:
         raise InputError(f"generate: repetition_penalty must be > 0, got {repetition_penalty}")
+    if cache_implementation not in CACHE_IMPLEMENTATIONS:
+        raise InputError(f"generate: cache_implementation must be one of {CACHE_IMPLEMENTATIONS}, "
+                         f"got {cache_implementation!r}")
     if generator is not None and seed is not None:
         raise InputError("generate: give either generator or seed, not both")
     if generator is not None and not isinstance(generator, torch.Generator):
@@ -191,7 +199,8 @@ def resolve_options(model, prompt_length: int, *, max_new_tokens: int | None = N
         forced_bos_token_id=_one_id(forced_bos_token_id if forced_bos_token_id is not None
                                     else config.forced_bos_token_id, "forced_bos_token_id", V),
         forced_eos_token_ids=_config_ids(forced_eos_token_id, config.forced_eos_token_id, "forced_eos_token_id", V),
-        decoder_start_token_id=start, use_cache=bool(use_cache), generator=generator,
+        decoder_start_token_id=start, use_cache=bool(use_cache), static_cache=cache_implementation == "static",
+        generator=generator,
     )
 
 
