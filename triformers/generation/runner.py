@@ -33,16 +33,14 @@ class Runner:
         self.model = model
         self.encoder_decoder = model.family == "encoder-decoder"
         B, device, dtype = input_ids.shape[0], input_ids.device, model.dtype
-        self.encoded = None
+        self.rows, self.encoded, stack = B, None, model.decoder
         if self.encoder_decoder:
             self.encoded = model.encode(input_ids, attention_mask if padded else None)  # (B, S, H)
-            stack = model.decoder
             positions = (stack.position_ids(None, None, total_length, 0, device)  # (1, total)
                          if stack.positions is not None else None)
             self.plan = stack.plan(B, total_length, dtype, device, position_ids=positions,
                                    context_mask=attention_mask if padded else None, context_padded=padded)
         else:
-            stack = model.decoder
             L = input_ids.shape[1]
             mask = attention_mask.long()
             prompt_positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)  # (B, L)
@@ -77,8 +75,8 @@ class Runner:
         """Repeat every row `times` times (row b becomes rows b*times .. b*times + times - 1)."""
         if times == 1:
             return
-        rows = self.encoded.shape[0] if self.encoded is not None else self.plan.position_ids.shape[0]
-        index = torch.arange(rows, device=self.model.device).repeat_interleave(times)
+        index = torch.arange(self.rows, device=self.model.device).repeat_interleave(times)
+        self.rows *= times
         self.select(index)
         self.plan.select(index)
         if self.encoded is not None:
