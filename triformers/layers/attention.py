@@ -55,10 +55,12 @@ class KVCache:
         return cls(len(attentions), batch, heads, head_dim, max_length, dtype, device, static=static)
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor,
-               position: int | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write k, v (B, heads, T, head_dim) at `position` (the first new one, or (T,) positions) and
-        return what attention reads: the prefix up to the new positions, or every slot if static."""
+               position: int | torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write k, v (B, heads, T, head_dim) at `position` (the first new one, by default `length`, or
+        (T,) positions) and return what attention reads: the prefix up to the new ones, or every slot
+        if static."""
         T = k.shape[2]
+        position = self.length if position is None else position
         if isinstance(position, torch.Tensor):
             self.k[layer].index_copy_(2, position, k)
             self.v[layer].index_copy_(2, position, v)
