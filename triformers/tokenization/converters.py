@@ -65,7 +65,7 @@ ROBERTA = Family(
     },
 )
 T5 = Family("t5", "T5Tokenizer", {"eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>"})
-GENERIC = Family("generic", "PreTrainedTokenizerFast", {}, ("input_ids", "token_type_ids", "attention_mask"))
+GENERIC = Family("generic", "PreTrainedTokenizerFast", {})  # transformers 5: no token_type_ids
 
 # tokenizer_config.json `tokenizer_class` (without a "Fast" suffix) -> family.
 CLASS_FAMILIES = {
