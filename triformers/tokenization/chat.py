@@ -120,11 +120,12 @@ class _Sandbox(ImmutableSandboxedEnvironment):
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         if operator == "*":
             for seq, count in ((left, right), (right, left)):
-                if isinstance(seq, (str, list, tuple)) and isinstance(count, int) and len(seq) * count > MAX_BUILT_ITEMS:
-                    raise SecurityError(f"the template builds a sequence of {len(seq) * count} items; refused")
-        elif isinstance(left, int) and isinstance(right, int) and abs(left) > 1 and \
-                left.bit_length() * right > MAX_POWER_BITS:
-            raise SecurityError(f"the template computes {left} ** {right}, a number too large; refused")
+                built = len(seq) * count if isinstance(seq, (str, list, tuple)) and isinstance(count, int) else 0
+                if built > MAX_BUILT_ITEMS:
+                    raise SecurityError(f"the template builds a sequence of {built} items; refused")
+        elif isinstance(left, int) and isinstance(right, int) and abs(left) > 1:
+            if left.bit_length() * right > MAX_POWER_BITS:
+                raise SecurityError(f"the template computes {left} ** {right}, a number too large; refused")
         return super().call_binop(context, operator, left, right)
 
 
