@@ -1,7 +1,8 @@
 """Where a tokenizer folder keeps its chat templates, as transformers 5 reads and writes them.
 
-Read: `chat_template.jinja` (the "default" template) and `chat_templates/<name>.jinja` (named ones), which take
-priority over tokenizer_config.json's `chat_template` (a string, or a list of {"name", "template"}). Saved (by
+Read: `chat_template.jinja` (the "default" template) and `additional_chat_templates/<name>.jinja` (named ones),
+which take priority over tokenizer_config.json's `chat_template` (a string, or a list of {"name", "template"}).
+Saved (by
 `loading.save_folder`): one template as `chat_template.jinja`, named templates as tokenizer_config.json's list,
 and the template files of an earlier save removed with the same publication, so the next load never trusts them.
 """
@@ -35,12 +36,12 @@ def as_templates(value: Any) -> str | dict[str, str] | None:
 
 
 def read_chat_templates(view: FolderView) -> str | dict[str, str] | None:
-    """The folder's template files: chat_template.jinja ("default") and chat_templates/<name>.jinja."""
+    """The folder's template files: chat_template.jinja ("default") and additional_chat_templates/<name>.jinja."""
     templates = {}
     if view.path("chat_template.jinja").exists():
         templates["default"] = read_text(view.path("chat_template.jinja"), "chat template", MAX_TEMPLATE_BYTES,
                                         TokenizerError)
-    extra = view.path("chat_templates")
+    extra = view.path("additional_chat_templates")
     if extra.is_dir():
         files = sorted(extra.glob("*.jinja"))
         if len(files) > MAX_CHAT_TEMPLATES:
@@ -54,6 +55,6 @@ def read_chat_templates(view: FolderView) -> str | dict[str, str] | None:
 
 def stale_templates(folder: Path) -> list[str]:
     """Template files an earlier save left that this one does not write: the next load would trust them."""
-    extra = folder / "chat_templates"
-    named = [f"chat_templates/{p.name}" for p in extra.glob("*.jinja")] if extra.is_dir() else []
+    extra = folder / "additional_chat_templates"
+    named = [f"additional_chat_templates/{p.name}" for p in extra.glob("*.jinja")] if extra.is_dir() else []
     return ["chat_template.jinja", *named]

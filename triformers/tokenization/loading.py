@@ -8,11 +8,8 @@ Every value read from tokenizer_config.json / special_tokens_map.json is checked
 concurrent save never shows half of one set and half of another.
 Writing derives the family flags (do_lower_case, add_prefix_space, extra_ids) from the backend itself,
 because transformers rebuilds the family's pipeline from those flags rather than from tokenizer.json;
-the files are published as one set (`io.publish`). A chat template is read from `chat_template.jinja` (and
-`chat_templates/<name>.jinja`), which take priority, or tokenizer_config.json's `chat_template` (a string or a
-list of named templates); one template is saved as `chat_template.jinja`, as transformers 5 saves it, named
-templates as tokenizer_config.json's list (transformers' own format for them, which it reads), since a
-published set is plain files of one folder.
+the files are published as one set (`io.publish`). Chat templates are read and saved as transformers 5 does
+(see `chat_files.py`).
 
 `from_pretrained` keywords: tokenizer_config.json keys override the file's (`padding_side`, `model_max_length`,
 `pad_token`, `chat_template`, ...) and are saved like them; the loading options (`use_fast`, `cache_dir`,
