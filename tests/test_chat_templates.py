@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import json
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from enum import Enum
 from typing import Literal, Optional, Union
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from chat_assets import family_folder, gguf_chat_template, smollm2_folder
 
 from triformers.errors import TokenizerError
@@ -326,3 +329,32 @@ def test_named_template_files_are_read_and_take_priority(pair, tmp_path):
     (bad / "tokenizer_config.json").write_text(json.dumps({**config, "chat_template": [{"name": 1}]}))
     with pytest.raises(TokenizerError, match="chat_template must be a Jinja template"):
         AutoTokenizer.from_pretrained(bad)
+
+
+JSON_LIKE = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+                         lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner,
+                                                                                      max_size=3), max_leaves=8)
+MESSAGES = st.lists(st.one_of(st.fixed_dictionaries({"role": st.sampled_from(["system", "user", "assistant", "x"]),
+                                                     "content": JSON_LIKE}), JSON_LIKE), max_size=4)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(conversation=st.one_of(MESSAGES, st.lists(MESSAGES, max_size=2), JSON_LIKE),
+       family=st.sampled_from(["smollm2", "qwen2.5", "gemma"]), tokenize=st.booleans(),
+       continue_final=st.booleans())
+def test_any_conversation_renders_or_is_a_tokenizer_error(pair, conversation, family, tokenize, continue_final):
+    ours, _ = pair(family)
+    try:
+        out = ours.apply_chat_template(conversation, tokenize=tokenize, continue_final_message=continue_final)
+    except TokenizerError:
+        return
+    assert isinstance(out, (str, list, dict))
+
+
+def test_threads_share_a_tokenizer_and_its_templates(pair):
+    ours, hf = pair("qwen2.5")
+    chats = [SYSTEM_CHAT, USER_ONLY, TOOL_CHAT, PREFILL] * 8
+    want = [hf.apply_chat_template(c, return_dict=False, tools=[WIND_SCHEMA]) for c in chats]
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda c: ours.apply_chat_template(c, return_dict=False, tools=[WIND_SCHEMA]), chats))
+    assert got == want

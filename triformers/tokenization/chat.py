@@ -201,14 +201,16 @@ def plain(value: Any) -> Any:
     reaches a template."""
     if value is None or type(value) in (str, int, float, bool):
         return value
-    if isinstance(value, (str, int, float)):  # subclasses (enums, numpy scalars) stripped to the base type
-        return str.__str__(value) if isinstance(value, str) else float.__float__(value) \
-            if isinstance(value, float) else int.__int__(value)
+    for base, strip in ((str, str.__str__), (float, float.__float__), (int, int.__int__)):
+        if isinstance(value, base):  # subclasses (enums, numpy scalars) stripped to the base type's value
+            return strip(value)
     if isinstance(value, Mapping):
         return {plain(k): plain(v) for k, v in value.items()}
+    if type(value) is tuple:
+        return tuple(plain(v) for v in value)
     if isinstance(value, (list, tuple)):
-        return type(value)(plain(v) for v in value) if type(value) in (list, tuple) else [plain(v) for v in value]
-    if hasattr(value, "item") and callable(value.item) and getattr(value, "shape", None) == ():
+        return [plain(v) for v in value]
+    if getattr(value, "shape", None) == () and callable(getattr(value, "item", None)):
         return plain(value.item())  # numpy scalars, 0-d tensors
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
