@@ -247,3 +247,16 @@ def test_split_special_tokens_matches(loaded, case):
     for split in (False, True):
         assert ours(text, split_special_tokens=split)["input_ids"] == hf(text, split_special_tokens=split)["input_ids"]
     assert ours(text)["input_ids"] == hf(text)["input_ids"]  # and the backend is back to normal
+
+
+def test_family_flags_given_to_from_pretrained_rebuild_a_tokenizer_json_as_transformers(loaded, lines, tmp_path):
+    """transformers rebuilds a family's pipeline from its flags, tokenizer.json or not: the keywords win."""
+    _, gpt2, _ = loaded("gpt2")
+    gpt2.save_pretrained(tmp_path / "gpt2-json")  # tokenizer.json + GPT2Tokenizer
+    cases = [(tmp_path / "gpt2-json", dict(add_prefix_space=True)), (tmp_path / "gpt2-json", dict()),
+             (asset("all-MiniLM-L6-v2"), dict(do_lower_case=False)),
+             (asset("all-MiniLM-L6-v2"), dict(strip_accents=True, tokenize_chinese_chars=False))]
+    texts = lines[:50] + ["Hello Café naïve 中文字符", "  leading space"]
+    for folder, kwargs in cases:
+        ours, hf = AutoTokenizer.from_pretrained(folder, **kwargs), HFAuto.from_pretrained(str(folder), **kwargs)
+        assert ours(texts)["input_ids"] == hf(texts)["input_ids"], kwargs

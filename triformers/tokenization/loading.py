@@ -245,6 +245,7 @@ def _backend(folder: Path, view: FolderView, config: dict, family: cv.Family | N
     if view.path("tokenizer.json").exists():
         backend = cv.load_tokenizer_json(view.path("tokenizer.json"))
         family = family or cv.GENERIC
+        cv.apply_family_flags(backend, family, config)
         post = None
     elif view.path("vocab.txt").exists():
         family = _check_family(family, cv.BERT, folder / "vocab.txt", config_file)
