@@ -3,7 +3,8 @@
 `AutoTokenizer.from_pretrained(path)` loads `tokenizer.json` or legacy vocab files (BERT's vocab.txt,
 GPT-2/RoBERTa/BART's vocab.json + merges.txt, T5's spiece.model); `train_tokenizer` trains a new
 WordPiece, byte-level BPE or Unigram tokenizer with a family's special tokens. Both give a `Tokenizer`
-whose calls, ids and saved folders match transformers' AutoTokenizer.
+whose calls, ids and saved folders match transformers' AutoTokenizer: `tokenizer(...)` (encoding.py),
+`pad` (padding.py), `apply_chat_template` (chat.py, chat_schema.py, chat_files.py).
 """
 
 import os
