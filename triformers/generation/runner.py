@@ -25,15 +25,18 @@ class Runner:
     the columns the cache has not seen yet are fed (the prompt on the first call, then one token).
     """
 
-    def __init__(self, model, input_ids: torch.Tensor, attention_mask: torch.Tensor, padded: bool,
-                 total_length: int, use_cache: bool):
+    def __init__(self, model, input_ids: torch.Tensor | None, attention_mask: torch.Tensor | None, padded: bool,
+                 total_length: int, use_cache: bool, encoded: torch.Tensor | None = None):
         self.model = model
         config = model.config
         self.encoder_decoder = model.family == "encoder-decoder"
-        B, device = input_ids.shape[0], input_ids.device
+        device = model.device
+        B = input_ids.shape[0] if input_ids is not None else encoded.shape[0]
         self.mask = self.positions = self.encoded = self.context_mask = None
         if self.encoder_decoder:
-            self.encoded = model.encode(input_ids, attention_mask if padded else None)  # (B, S, H)
+            if encoded is None:  # encoded: (B, S, H) states the caller computed (generate's encoder_outputs)
+                encoded = model.encode(input_ids, attention_mask if padded else None)
+            self.encoded = encoded.to(device=device, dtype=model.dtype)
             self.context_mask = attention_mask if padded else None  # None: no per-step mask work in the model
             layers = config.decoder_layers
         else:
