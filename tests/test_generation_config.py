@@ -133,7 +133,8 @@ def test_from_pretrained_reads_folders_cache_ids_and_overrides(tmp_path, monkeyp
     assert config.top_k == 2 and unused == theirs_unused and _plain(config) == _plain(theirs)
     assert not config.was_modified()
     (repo / "config.json").write_text(json.dumps({"model_type": "bart", "num_beams": 5}))
-    assert GenerationConfig.from_pretrained(repo, config_file_name="config.json", _from_model_config=True).num_beams == 5
+    old = GenerationConfig.from_pretrained(repo, config_file_name="config.json", _from_model_config=True)
+    assert old.num_beams == 5
     with pytest.raises(OSError):
         GenerationConfig.from_pretrained(tmp_path / "nowhere")
 
