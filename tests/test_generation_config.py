@@ -228,3 +228,15 @@ def test_model_inputs_are_taken_by_keyword_and_the_rest_refused(tmp_path):
                              "prefix_allowed_tokens_fn")]:
         with pytest.raises(InputError, match=message):
             gpt2.generate(**kwargs)
+
+
+def test_from_pretrained_takes_a_generation_config_as_transformers(summarizer, tmp_path):
+    hf, ours = summarizer
+    ours.save_pretrained(tmp_path)
+    replacement = dict(num_beams=1, max_new_tokens=6, decoder_start_token_id=EOS, eos_token_id=EOS)
+    theirs = transformers.AutoModelForSeq2SeqLM.from_pretrained(
+        tmp_path, generation_config=transformers.GenerationConfig(**replacement)).eval()
+    mine = triformers.AutoModelForSeq2SeqLM.from_pretrained(tmp_path, generation_config=GenerationConfig(**replacement))
+    assert _plain(mine.generation_config) == _plain(theirs.generation_config)
+    ids, mask = batch(pad_of(hf))
+    assert torch.equal(mine.generate(ids, attention_mask=mask), theirs.generate(ids, attention_mask=mask))

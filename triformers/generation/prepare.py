@@ -66,7 +66,9 @@ def merge_config(model, generation_config: Any, kwargs: dict[str, Any]
     if unknown:
         raise InputError(f"generate: generation_config has entries that are no GenerationConfig field: "
                          f"{sorted(unknown)}")
-    given = {name for name in FIELDS if getattr(config, name) is not None} | (set(kwargs) & set(FIELDS))
+    # what the caller set (ids checked strictly): keywords, and a passed config's fields unlike the model's own
+    given = {name for name in FIELDS if getattr(config, name) is not None
+             and getattr(config, name) != getattr(base, name)} | (set(kwargs) & set(FIELDS))
     config.update(**base.to_dict(), defaults_only=True, allow_custom_entries=True)
     config.update(**GLOBAL_DEFAULTS, defaults_only=True)
     rest = config.update(**kwargs)

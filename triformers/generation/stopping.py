@@ -12,13 +12,14 @@ transformers matches them), and each step compares the text of a row's last few 
 from __future__ import annotations
 
 import time
+import weakref
 from typing import Any
 
 import torch
 
 from ..errors import InputError
 
-_TEXT_CACHE: dict[tuple, list] = {}  # a vocabulary's token texts, per tokenizer (a few kept)
+_TEXT_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # tokenizer -> {(size, mode): texts}
 _PREFIX = "abcdef"  # decoded in front of a token, then cut off, so that the token's leading space survives
 
 
@@ -124,12 +125,15 @@ def _token_texts(tokenizer: Any) -> tuple[list, str | None]:
     backend = getattr(tokenizer, "backend_tokenizer", None) or getattr(tokenizer, "backend", None)
     decoder = getattr(backend, "decoder", None)
     mode = _matching_mode(decoder)
-    key = (id(tokenizer), len(vocab), mode)
-    if key not in _TEXT_CACHE:
-        if len(_TEXT_CACHE) >= 8:
-            _TEXT_CACHE.pop(next(iter(_TEXT_CACHE)))
-        _TEXT_CACHE[key] = _texts(tokenizer, vocab, decoder, mode)
-    return _TEXT_CACHE[key], mode
+    key = (len(vocab), mode)  # a vocabulary grown by add_tokens is turned into text again
+    try:
+        cached = _TEXT_CACHE.setdefault(tokenizer, {})
+    except TypeError:  # a tokenizer that cannot be weakly referenced: no cache
+        cached = {}
+    if key not in cached:
+        cached.clear()
+        cached[key] = _texts(tokenizer, vocab, decoder, mode)
+    return cached[key], mode
 
 
 def _texts(tokenizer: Any, vocab: dict[str, int], decoder: Any, mode: str | None) -> list:

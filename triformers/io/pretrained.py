@@ -122,8 +122,10 @@ def config_to_json(config: ModelConfig, head: str | None) -> dict[str, Any]:
 
 
 def load_model(cls, checkpoint: Checkpoint, *, head: str | None = None, dtype: torch.dtype | str | None = None,
-               ignore_mismatched_sizes: bool = False, quantize: str | None = None) -> nn.Module:
-    """A model of family class `cls` (with `head`) filled from the checkpoint's weights, in eval mode."""
+               ignore_mismatched_sizes: bool = False, quantize: str | None = None,
+               generation_config: Any = None) -> nn.Module:
+    """A model of family class `cls` (with `head`) filled from the checkpoint's weights, in eval mode;
+    `generation_config` (as transformers' `from_pretrained` takes it) replaces the checkpoint's."""
     if quantize not in (None, "int8"):
         raise ConfigError(f"quantize must be None or 'int8', got {quantize!r}")
     for _ in range(3):  # a folder re-saved after its config was read: read the config of the new save
@@ -145,7 +147,11 @@ def load_model(cls, checkpoint: Checkpoint, *, head: str | None = None, dtype: t
     load_state(model, dialect, tensors, origin, ignore_mismatched_sizes, dtype)
     del tensors
     model = cast(model, dtype).eval()  # new heads (initialised in the default dtype) follow the rest
-    if checkpoint.generation is not None and model.head == "lm":
+    if generation_config is not None and model.head == "lm":
+        from ..generation.prepare import as_generation_config
+
+        model.generation_config = as_generation_config(generation_config)
+    elif checkpoint.generation is not None and model.head == "lm":
         model.generation_config = _generation_config(checkpoint)
     if quantize == "int8":
         from ..layers.int8 import quantize_int8

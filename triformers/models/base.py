@@ -46,8 +46,10 @@ class TransformerModel(nn.Module):
         """
         from ..io.pretrained import load_model, locate
 
+        generation_config = config_overrides.pop("generation_config", None)  # replaces the checkpoint's
         return load_model(cls, locate(name_or_path, revision, config_overrides), head=head, dtype=dtype,
-                          ignore_mismatched_sizes=ignore_mismatched_sizes, quantize=quantize)
+                          ignore_mismatched_sizes=ignore_mismatched_sizes, quantize=quantize,
+                          generation_config=generation_config)
 
     @classmethod
     def from_config(cls, config: ModelConfig, *, head: str | None = None, dtype: torch.dtype | None = None):
