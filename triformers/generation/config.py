@@ -240,6 +240,20 @@ class GenerationConfig:
         self.validate(user_set=set(used))
         return {k: v for k, v in kwargs.items() if k not in used}
 
+    def fill_unset(self, values: dict[str, Any]) -> None:
+        """Set every entry of `values` that is None or missing here, without validating (`generate` merges a
+        model's config and the global defaults this way, then validates once)."""
+        own = self.__dict__
+        for key, value in values.items():
+            if own.get(key) is None and key != "_original_hash":
+                own[key] = list(value) if isinstance(value, list) else value
+
+    def copy(self) -> GenerationConfig:
+        """A copy whose lists and dicts are its own."""
+        clone = object.__new__(type(self))
+        clone.__dict__ = {k: copy.copy(v) if isinstance(v, (list, dict)) else v for k, v in self.__dict__.items()}
+        return clone
+
     # ---- files ----------------------------------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, pretrained_model_name: str | os.PathLike, config_file_name: str | None = None,

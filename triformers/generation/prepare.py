@@ -12,7 +12,6 @@ criterion the caller passes replaces a built-in one of the same class, as transf
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,7 +45,7 @@ REFUSED_INPUTS = {
 def as_generation_config(value: Any) -> GenerationConfig:
     """A triformers GenerationConfig, or one copied from an object with `to_dict()` (transformers' own)."""
     if isinstance(value, GenerationConfig):
-        return copy.deepcopy(value)
+        return value.copy()
     if hasattr(value, "to_dict") and callable(value.to_dict):
         return GenerationConfig.from_dict({k: v for k, v in value.to_dict().items() if not k.startswith("_")})
     raise InputError(f"generate: generation_config must be a GenerationConfig, got {type(value).__name__}")
@@ -69,9 +68,9 @@ def merge_config(model, generation_config: Any, kwargs: dict[str, Any]
     # what the caller set (ids checked strictly): keywords, and a passed config's fields unlike the model's own
     given = {name for name in FIELDS if getattr(config, name) is not None
              and getattr(config, name) != getattr(base, name)} | (set(kwargs) & set(FIELDS))
-    config.update(**base.to_dict(), defaults_only=True, allow_custom_entries=True)
-    config.update(**GLOBAL_DEFAULTS, defaults_only=True)
-    rest = config.update(**kwargs)
+    config.fill_unset(base.__dict__)  # the model's settings, then transformers' global defaults
+    config.fill_unset(GLOBAL_DEFAULTS)
+    rest = config.update(**kwargs)  # validates the merged whole once
     return config, rest, default_max_length, given
 
 
