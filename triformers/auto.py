@@ -49,11 +49,14 @@ class _AutoModel:
     def from_pretrained(cls, name_or_path: str | os.PathLike | Checkpoint, *, revision: str | None = None,
                         dtype: torch.dtype | str | None = None, ignore_mismatched_sizes: bool = False,
                         quantize: str | None = None, **config_overrides: Any) -> TransformerModel:
-        """Load weights and config (resolved and read once); the model comes back in eval mode."""
+        """Load weights and config (resolved and read once); the model comes back in eval mode.
+        `generation_config=` replaces the checkpoint's generation settings, as in transformers."""
+        generation_config = config_overrides.pop("generation_config", None)
         checkpoint = locate(name_or_path, revision, config_overrides)
         model_cls = cls._family(checkpoint.config, str(checkpoint.config_file))
         return load_model(model_cls, checkpoint, head=cls.head.get(model_cls.family), dtype=dtype,
-                          ignore_mismatched_sizes=ignore_mismatched_sizes, quantize=quantize)
+                          ignore_mismatched_sizes=ignore_mismatched_sizes, quantize=quantize,
+                          generation_config=generation_config)
 
     @classmethod
     def from_config(cls, config: ModelConfig, dtype: torch.dtype | None = None) -> TransformerModel:

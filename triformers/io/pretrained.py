@@ -23,9 +23,10 @@ from torch import nn
 from ..config import ModelConfig
 from ..dialects import Dialect, get_dialect
 from ..dialects.base import WRITTEN_BY_SAVER
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError, ConfigError, InputError
+from ..generation.config import GENERATION_CONFIG_NAME, GLOBAL_DEFAULTS, GenerationConfig
 from . import hub
-from .files import read_json, write_json
+from .files import atomic_write, read_json, write_json
 from .publish import identity, publish, reading
 from .state import cast, load_state, state_dict_to_hf
 from .weights import SAFE_WEIGHTS, read_weights, weight_names
@@ -33,6 +34,8 @@ from .weights import SAFE_WEIGHTS, read_weights, weight_names
 logger = logging.getLogger("triformers")
 # Ignored with a warning: config.json asks for code to be imported from the model folder or the hub.
 REMOTE_CODE_KEYS = ("auto_map",)
+# config.json keys transformers reads as generation settings and does not write back (`use_cache` stays)
+GENERATION_PARAMETERS = tuple(k for k in GLOBAL_DEFAULTS if k != "use_cache")
 
 
 @dataclass
@@ -44,6 +47,7 @@ class Checkpoint:
     config: ModelConfig
     overrides: dict[str, Any] | None = None
     stamp: tuple[int, ...] | None = None  # config.json's `identity` when it was read
+    generation: dict[str, Any] | None = None  # generation_config.json, when the folder has one
 
     @property
     def config_file(self) -> Path:
@@ -104,7 +108,10 @@ def locate(name_or_path: str | os.PathLike | Checkpoint, revision: str | None = 
     with reading(folder) as view:
         dialect, config = read_config(folder, overrides)
         stamp = identity(view.path("config.json"))
-    return Checkpoint(folder, dialect, config, dict(overrides or {}), stamp)
+        generation = None
+        if dialect.family != "encoder" and view.path(GENERATION_CONFIG_NAME).is_file():
+            generation = read_json(view.path(GENERATION_CONFIG_NAME), GENERATION_CONFIG_NAME)
+    return Checkpoint(folder, dialect, config, dict(overrides or {}), stamp, generation)
 
 
 def config_to_json(config: ModelConfig, head: str | None) -> dict[str, Any]:
@@ -115,8 +122,10 @@ def config_to_json(config: ModelConfig, head: str | None) -> dict[str, Any]:
 
 
 def load_model(cls, checkpoint: Checkpoint, *, head: str | None = None, dtype: torch.dtype | str | None = None,
-               ignore_mismatched_sizes: bool = False, quantize: str | None = None) -> nn.Module:
-    """A model of family class `cls` (with `head`) filled from the checkpoint's weights, in eval mode."""
+               ignore_mismatched_sizes: bool = False, quantize: str | None = None,
+               generation_config: Any = None) -> nn.Module:
+    """A model of family class `cls` (with `head`) filled from the checkpoint's weights, in eval mode;
+    `generation_config` (as transformers' `from_pretrained` takes it) replaces the checkpoint's."""
     if quantize not in (None, "int8"):
         raise ConfigError(f"quantize must be None or 'int8', got {quantize!r}")
     for _ in range(3):  # a folder re-saved after its config was read: read the config of the new save
@@ -138,6 +147,12 @@ def load_model(cls, checkpoint: Checkpoint, *, head: str | None = None, dtype: t
     load_state(model, dialect, tensors, origin, ignore_mismatched_sizes, dtype)
     del tensors
     model = cast(model, dtype).eval()  # new heads (initialised in the default dtype) follow the rest
+    if generation_config is not None and model.head == "lm":
+        from ..generation.prepare import as_generation_config
+
+        model.generation_config = as_generation_config(generation_config)
+    elif checkpoint.generation is not None and model.head == "lm":
+        model.generation_config = _generation_config(checkpoint)
     if quantize == "int8":
         from ..layers.int8 import quantize_int8
 
@@ -145,11 +160,30 @@ def load_model(cls, checkpoint: Checkpoint, *, head: str | None = None, dtype: t
     return model
 
 
+def _generation_config(checkpoint: Checkpoint) -> GenerationConfig:
+    try:
+        config = GenerationConfig.from_dict(checkpoint.generation)
+    except InputError as err:
+        raise ConfigError(f"{checkpoint.folder / GENERATION_CONFIG_NAME}: {err}") from None
+    config._original_hash = hash(config)
+    return config
+
+
 def save_pretrained(model: nn.Module, folder: str | os.PathLike) -> None:
-    """config.json + model.safetensors, published into `folder` as one set (old weight files removed)."""
+    """config.json + model.safetensors (+ generation_config.json for a model that generates), published into
+    `folder` as one set (old weight files removed). As transformers, generation settings an old config.json
+    carried (BART's num_beams, ...) move to generation_config.json, which holds only the fields that are set."""
     state = state_dict_to_hf(model)
     config = config_to_json(model.config, model.head)
     config["dtype"] = str(model.dtype).removeprefix("torch.")
+    generation = getattr(model, "generation_config", None)
+    if generation is not None:
+        generation.validate(strict=generation.was_modified())  # transformers' check before saving
+        for key in GENERATION_PARAMETERS:
+            if key in model.config.extra:
+                config.pop(key, None)
     with publish(folder, stale=weight_names) as staging:
         save_file(state, str(staging / SAFE_WEIGHTS), metadata={"format": "pt"})
         write_json(staging / "config.json", config)
+        if generation is not None:
+            atomic_write(staging / GENERATION_CONFIG_NAME, generation.to_json_string())
