@@ -23,7 +23,7 @@ from tokenizers import AddedToken
 from ..errors import TokenizerError
 from ..io.files import read_json
 from ..io.hub import resolve
-from ..io.pretrained import Checkpoint
+from ..io.pretrained import Checkpoint, gguf_location, gguf_source
 from ..io.publish import FolderView, publish, reading
 from . import converters as cv
 from .tokenizer import Tokenizer
@@ -112,17 +112,25 @@ def load_folder(
     revision: str | None = None,
     cache_dir: str | None = None,
     overrides: dict[str, Any] | None = None,
+    gguf_file: str | None = None,
 ) -> Tokenizer:
     model_type = None
+    overrides = dict(overrides or {})
+    if overrides.pop("trust_remote_code", False):
+        raise TokenizerError(f"{name_or_path}: trust_remote_code=True is refused: triformers never runs code from a "
+                             "model folder or the hub (drop the argument)")
     if isinstance(name_or_path, Checkpoint):  # already resolved, its config read
+        if name_or_path.gguf is not None:
+            return _load_gguf(gguf_source(name_or_path), overrides, str(name_or_path.gguf))
         folder, model_type = name_or_path.folder, name_or_path.config.model_type
         name_or_path = str(folder)
     else:
+        gguf = gguf_location(name_or_path, gguf_file, revision)
+        if gguf is not None:
+            from ..io.gguf import GGUFFile
+
+            return _load_gguf(GGUFFile(gguf), overrides, str(name_or_path))
         folder = resolve(name_or_path, revision=revision, cache_dir=cache_dir)
-    overrides = dict(overrides or {})
-    if overrides.pop("trust_remote_code", False):
-        raise TokenizerError(f"{folder}: trust_remote_code=True is refused: triformers never runs code from a "
-                             "model folder or the hub (drop the argument)")
     with reading(folder) as view:
         return _load(folder, view, overrides, str(name_or_path), model_type)
 
@@ -163,7 +171,29 @@ def _load(folder: Path, view: FolderView, overrides: dict[str, Any], name_or_pat
                         else AddedToken(_name(token), normalized=False)
                     ]
                 )
-    tokenizer = Tokenizer(
+    tokenizer = assemble(backend, family, special, additional, config, name_or_path)
+    if post is not None:
+        set_post_processor(tokenizer, post, config)
+    return tokenizer
+
+
+def _load_gguf(gguf: Any, overrides: dict[str, Any], name_or_path: str) -> Tokenizer:
+    """The tokenizer a GGUF file's metadata describe (`tokenization.gguf`), with the caller's overrides."""
+    from .gguf import GGUF_FAMILY, tokenizer_parts
+
+    backend, config = tokenizer_parts(gguf)
+    config = check_config({**config, **overrides}, "tokenizer arguments") if overrides else config
+    special = {k: v for k, v in config.items() if k in cv.SPECIAL_KEYS and v is not None}
+    additional = list(config.get("additional_special_tokens") or [])
+    tokenizer = assemble(backend, GGUF_FAMILY, special, additional, config, name_or_path)
+    set_post_processor(tokenizer, "gpt2", config)  # optional BOS / EOS, as transformers' update_post_processor
+    return tokenizer
+
+
+def assemble(backend: Any, family: cv.Family, special: dict, additional: list, config: dict,
+             name_or_path: str) -> Tokenizer:
+    """A Tokenizer over `backend` with the settings of a tokenizer_config.json-style dict."""
+    return Tokenizer(
         backend,
         family,
         special_tokens={k: v for k, v in special.items() if k in cv.SPECIAL_KEYS},
@@ -176,9 +206,6 @@ def _load(folder: Path, view: FolderView, overrides: dict[str, Any], name_or_pat
         config={k: v for k, v in config.items() if k not in _DROPPED_KEYS and k not in cv.SPECIAL_KEYS},
         name_or_path=name_or_path,
     )
-    if post is not None:
-        set_post_processor(tokenizer, post, config)
-    return tokenizer
 
 
 def _backend(folder: Path, view: FolderView, config: dict, family: cv.Family | None, special: dict,
