@@ -167,7 +167,8 @@ def write_model(path: Path, arch: str, seed: int = 0, qtype=None, tied: bool = T
         weight(b + "ffn_down.weight", hidden, ffn)
         if arch == "qwen2":
             for part, size in (("q", heads), ("k", kv_heads), ("v", kv_heads)):
-                writer.add_tensor(f"{b}attn_{part}.bias", (rng.standard_normal(size * head_dim) * 0.1).astype(np.float32))
+                bias = (rng.standard_normal(size * head_dim) * 0.1).astype(np.float32)
+                writer.add_tensor(f"{b}attn_{part}.bias", bias)
         if arch in ("qwen3", "gemma3"):
             norm(b + "attn_q_norm.weight", head_dim)
             norm(b + "attn_k_norm.weight", head_dim)

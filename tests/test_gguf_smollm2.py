@@ -160,11 +160,20 @@ def test_int8_after_gguf_load(path, ours, tokenizer):
     """Dequantized 4-bit weights rounded again to int8 per channel (double rounding): decoding still mostly picks
     the tokens of the dequantized fp32 model."""
     quantized = AutoModelForCausalLM.from_pretrained(path, quantize="int8")
+    agree, total = agreement(quantized, ours, tokenizer)
+    assert agree / total >= 0.5, f"int8 agreed on {agree} of {total} greedy tokens before diverging"
+
+
+def agreement(model, reference, tokenizer, new_tokens: int = 32) -> tuple[int, int]:
+    """(greedy tokens `model` picks as `reference` does before the first difference, tokens `reference` picked),
+    summed over PROMPTS."""
     agree = total = 0
     for prompt in PROMPTS:
         batch = tokenizer(prompt, return_tensors="pt")
-        reference = ours.generate(**batch, max_new_tokens=32, do_sample=False)[0, batch["input_ids"].shape[1]:]
-        got = quantized.generate(**batch, max_new_tokens=32, do_sample=False)[0, batch["input_ids"].shape[1]:]
-        first_difference = next((i for i, (a, b) in enumerate(zip(got, reference)) if a != b), len(reference))
-        agree, total = agree + first_difference, total + len(reference)
-    assert agree / total >= 0.5, f"int8 agreed on {agree} of {total} greedy tokens before diverging"
+        start = batch["input_ids"].shape[1]
+        expected = reference.generate(**batch, max_new_tokens=new_tokens, do_sample=False)[0, start:].tolist()
+        got = model.generate(**batch, max_new_tokens=new_tokens, do_sample=False)[0, start:].tolist()
+        same = next((i for i, (a, b) in enumerate(zip(got, expected, strict=False)) if a != b),
+                    min(len(got), len(expected)))
+        agree, total = agree + same, total + len(expected)
+    return agree, total

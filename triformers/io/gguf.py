@@ -247,8 +247,8 @@ class GGUFFile:
                                       f"{self.alignment}")
             if data_start + offset + nbytes > size:
                 raise CheckpointError(f"corrupt or truncated GGUF file {self.path}: tensor {name!r} ({type_name}, "
-                                      f"shape {shape}) spans bytes {data_start + offset}..{data_start + offset + nbytes}"
-                                      f", past the end of the file ({size} bytes)")
+                                      f"shape {shape}) spans bytes {data_start + offset}.."
+                                      f"{data_start + offset + nbytes}, past the end of the file ({size} bytes)")
             tensors[name] = TensorInfo(name, shape, kind, type_name, data_start + offset, nbytes)
         end = 0
         for info in sorted(tensors.values(), key=lambda t: t.offset):

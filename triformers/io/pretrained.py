@@ -5,9 +5,10 @@ the `Checkpoint` it returns is what the Auto classes, `from_pretrained`, the pip
 to `load_model`, so no call resolves or parses twice; should the folder be re-saved between the two, the
 config is read again, so that config and weights always come from one save. A GGUF file (`gguf_file=` in a
 folder or repository, or a path to a `.gguf`) is config, weights and tokenizer in one: its header is parsed
-once, kept open in the `Checkpoint`, and its metadata read as a config.json dict (`io.gguf_mapping`). `save_pretrained` publishes
-config.json and model.safetensors as one set, and removes the weight files of an earlier save that the
-new set does not replace (an old shard index would otherwise win on the next load): see `io.publish`.
+once, kept open in the `Checkpoint`, and its metadata read as a config.json dict (`io.gguf_mapping`).
+`save_pretrained` publishes config.json and model.safetensors as one set, and removes the weight files of an
+earlier save that the new set does not replace (an old shard index would otherwise win on the next load): see
+`io.publish`.
 """
 
 from __future__ import annotations

@@ -127,6 +127,10 @@ def tokenizer_parts(gguf) -> tuple[Backend, dict[str, Any]]:
     for name, key in SPECIAL_IDS:
         index = meta.get(f"tokenizer.ggml.{key}", "id", len(tokens))
         config[name] = tokens[index] if index is not None else None
+    if defaults == "gemma":  # what transformers' GemmaTokenizer adds: its mask token, left padding
+        config["padding_side"] = "left"
+        if "<mask>" in vocab:
+            config["mask_token"] = "<mask>"
     return backend, config
 
 
@@ -198,7 +202,8 @@ def generate_merges(vocab: dict[str, int], ranks: dict[str, float]) -> list[tupl
     (transformers' `generate_merges`, which sentencepiece vocabularies without merges are loaded with)."""
     merges = []
     for merge, rank in ranks.items():
-        local = [(merge[:i], merge[i:], rank) for i in range(1, len(merge)) if merge[:i] in vocab and merge[i:] in vocab]
+        local = [(merge[:i], merge[i:], rank) for i in range(1, len(merge))
+                 if merge[:i] in vocab and merge[i:] in vocab]
         merges.extend(sorted(local, key=lambda m: (vocab[m[0]], vocab[m[1]])))
     merges.sort(key=lambda m: (m[2], len(m[0]), len(m[1])), reverse=True)
     return [(left, right) for left, right, _ in merges]
@@ -209,9 +214,10 @@ def _added(backend: Backend, tokens: list[str], types: list[int], specials: list
     as llama.cpp matches them: whole, before the model splits the text. A control token spelled outside a
     byte-level alphabet is a mislabel of llama.cpp's and stays a plain vocabulary entry."""
     alphabet = set(bytes_to_unicode().values()) if byte_level else None
-    control = [t for t, kind in zip(tokens, types) if kind == CONTROL and (alphabet is None or set(t) <= alphabet)]
+    kinds = list(zip(tokens, types, strict=False))  # a file without token types has neither kind
+    control = [t for t, kind in kinds if kind == CONTROL and (alphabet is None or set(t) <= alphabet)]
     vocab = backend.get_vocab()
-    user = [t for t, kind in zip(tokens, types) if kind == USER_DEFINED and t in vocab]
+    user = [t for t, kind in kinds if kind == USER_DEFINED and t in vocab]
     with backend_errors("adding the GGUF file's special tokens"):
         special = list(dict.fromkeys(specials + control))
         if special:
