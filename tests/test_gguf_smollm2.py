@@ -164,6 +164,19 @@ def test_int8_after_gguf_load(path, ours, tokenizer):
     assert agree / total >= 0.5, f"int8 agreed on {agree} of {total} greedy tokens before diverging"
 
 
+def test_int4_after_gguf_load(path, ours, tokenizer):
+    """quantize="int4" keeps the file's own 4-bit grid for the Q4_1 blocks (only their scales are rounded to
+    bfloat16) and the Q8_0 head as int8: decoding mostly picks the tokens of the dequantized fp32 model."""
+    from triformers.layers.int4 import Int4Linear, available
+
+    if not available():
+        pytest.skip("this PyTorch has no CPU int4 kernels")
+    quantized = AutoModelForCausalLM.from_pretrained(path, quantize="int4")
+    assert sum(isinstance(m, Int4Linear) for m in quantized.modules()) >= 30 * 4
+    agree, total = agreement(quantized, ours, tokenizer)
+    assert agree / total >= 0.5, f"int4 agreed on {agree} of {total} greedy tokens before diverging"
+
+
 def agreement(model, reference, tokenizer, new_tokens: int = 32) -> tuple[int, int]:
     """(greedy tokens `model` picks as `reference` does before the first difference, tokens `reference` picked),
     summed over PROMPTS."""

@@ -166,8 +166,8 @@ def config_to_json(config: ModelConfig, head: str | None) -> dict[str, Any]:
 def load_model(cls, checkpoint: Checkpoint, *, head: str | None = None, dtype: torch.dtype | str | None = None,
                ignore_mismatched_sizes: bool = False, quantize: str | None = None) -> nn.Module:
     """A model of family class `cls` (with `head`) filled from the checkpoint's weights, in eval mode."""
-    if quantize not in (None, "int8"):
-        raise ConfigError(f"quantize must be None or 'int8', got {quantize!r}")
+    if quantize not in (None, "int8", "int4"):
+        raise ConfigError(f"quantize must be None, 'int8' or 'int4', got {quantize!r}")
     if checkpoint.gguf is not None:  # config and weights from one open file: consistent by construction
         from .gguf_mapping import GGUFTensors
 
@@ -192,6 +192,10 @@ def load_model(cls, checkpoint: Checkpoint, *, head: str | None = None, dtype: t
         from ..layers.int8 import quantize_int8
 
         quantize_int8(model)
+    elif quantize == "int4":
+        from ..layers.int4 import quantize_int4
+
+        quantize_int4(model)
     return model
 
 
