@@ -114,8 +114,6 @@ def write_model(path: Path, arch: str, seed: int = 0, qtype=None, tied: bool = T
     """A tiny model of `arch` (llama, qwen2, qwen3, gemma3) as llama.cpp lays it out, weights in `qtype` (2-D ones;
     norms and biases stay F32 as llama.cpp keeps them). `arch_name` writes another architecture's name (and key
     prefix), `skip` leaves tensors out, `before_write(writer)` edits the writer before it writes."""
-    rng = np.random.default_rng(seed)
-    qtype = Q.F32 if qtype is None else qtype
     writer = gguf.GGUFWriter(str(path), arch_name or arch)
     writer.add_name(f"tiny {arch}")
     writer.add_context_length(256)
@@ -135,11 +133,29 @@ def write_model(path: Path, arch: str, seed: int = 0, qtype=None, tied: bool = T
         writer.add_sliding_window(32)
     vocab = add_tokenizer(writer, "llama" if spm else "gpt2", pre="qwen2" if arch.startswith("qwen") else None,
                           spm=spm, gemma=arch == "gemma3")
+    if rope_freqs is not None:
+        writer.add_tensor("rope_freqs.weight", rope_freqs.astype(np.float32))
+    shapes = dict(vocab=vocab, hidden=hidden, heads=heads, kv_heads=kv_heads, head_dim=head_dim, ffn=ffn)
+    _add_weights(writer, arch, layers, shapes, Q.F32 if qtype is None else qtype, tied, skip, seed)
+    if before_write is not None:
+        before_write(writer)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
 
-    def weight(name: str, *shape: int, kind=None) -> None:
+
+def _add_weights(writer, arch: str, layers: int, shapes: dict[str, int], qtype, tied: bool, skip: tuple[str, ...],
+                 seed: int) -> None:
+    """The tensors llama.cpp's converter writes for `arch`, random, in its names and order."""
+    rng = np.random.default_rng(seed)
+    hidden, heads, kv_heads, head_dim, ffn = (shapes[k] for k in ("hidden", "heads", "kv_heads", "head_dim", "ffn"))
+
+    def weight(name: str, *shape: int) -> None:
         values = rng.standard_normal(shape).astype(np.float32) * 0.05
         if name not in skip:
-            add_tensor(writer, name, values, kind or qtype, rng)
+            add_tensor(writer, name, values, qtype, rng)
 
     def norm(name: str, size: int) -> None:  # Gemma files store 1 + w
         offset = 1.0 if arch == "gemma3" else 0.0
@@ -147,24 +163,18 @@ def write_model(path: Path, arch: str, seed: int = 0, qtype=None, tied: bool = T
         if name not in skip:
             writer.add_tensor(name, values)
 
-    if rope_freqs is not None:
-        writer.add_tensor("rope_freqs.weight", rope_freqs.astype(np.float32))
-
-    weight("token_embd.weight", vocab, hidden)
+    weight("token_embd.weight", shapes["vocab"], hidden)
     norm("output_norm.weight", hidden)
     if not tied:
-        weight("output.weight", vocab, hidden)
+        weight("output.weight", shapes["vocab"], hidden)
     for i in range(layers):
         b = f"blk.{i}."
         norm(b + "attn_norm.weight", hidden)
         norm(b + "ffn_norm.weight", hidden)
-        weight(b + "attn_q.weight", heads * head_dim, hidden)
-        weight(b + "attn_k.weight", kv_heads * head_dim, hidden)
-        weight(b + "attn_v.weight", kv_heads * head_dim, hidden)
-        weight(b + "attn_output.weight", hidden, heads * head_dim)
-        weight(b + "ffn_gate.weight", ffn, hidden)
-        weight(b + "ffn_up.weight", ffn, hidden)
-        weight(b + "ffn_down.weight", hidden, ffn)
+        for name, rows, columns in (("attn_q", heads * head_dim, hidden), ("attn_k", kv_heads * head_dim, hidden),
+                                    ("attn_v", kv_heads * head_dim, hidden), ("attn_output", hidden, heads * head_dim),
+                                    ("ffn_gate", ffn, hidden), ("ffn_up", ffn, hidden), ("ffn_down", hidden, ffn)):
+            weight(f"{b}{name}.weight", rows, columns)
         if arch == "qwen2":
             for part, size in (("q", heads), ("k", kv_heads), ("v", kv_heads)):
                 bias = (rng.standard_normal(size * head_dim) * 0.1).astype(np.float32)
@@ -175,13 +185,6 @@ def write_model(path: Path, arch: str, seed: int = 0, qtype=None, tied: bool = T
         if arch == "gemma3":
             norm(b + "post_attention_norm.weight", hidden)
             norm(b + "post_ffw_norm.weight", hidden)
-    if before_write is not None:
-        before_write(writer)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return path
 
 
 def patch_tensor_entry(data: bytes, name: str, field: str, value: int) -> bytes:

@@ -287,3 +287,30 @@ def test_random_damage_is_always_a_clear_error(tmp_path, model_file):
                 tensors[name]
         except TriformersError:
             pass
+
+
+def test_hub_names_and_saved_tokenizer(tmp_path, monkeypatch):
+    """`gguf_file=` in a Hugging Face cache snapshot (offline: the network never asked; a snapshot without the
+    file is not it), and the GGUF tokenizer saved as a folder that transformers loads with the same ids."""
+    import huggingface_hub
+    from transformers import AutoTokenizer as HFTokenizer
+
+    from triformers import ModelNotFoundError
+
+    commit = "b" * 40
+    repo = tmp_path / "hub" / "models--org--tiny-gguf"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    write_model(repo / "snapshots" / commit / "m.gguf", "qwen2")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda *a, **k: pytest.fail("the hub was asked"))
+    tok = AutoTokenizer.from_pretrained("org/tiny-gguf", gguf_file="m.gguf")
+    with pytest.raises(ModelNotFoundError, match="other.gguf"):
+        AutoTokenizer.from_pretrained("org/tiny-gguf", gguf_file="other.gguf")
+    tok.save_pretrained(tmp_path / "saved")
+    again, theirs = AutoTokenizer.from_pretrained(tmp_path / "saved"), HFTokenizer.from_pretrained(tmp_path / "saved")
+    for text in (TEXT, "<|im_start|>user\nhi<|im_end|>"):
+        assert again(text)["input_ids"] == tok(text)["input_ids"] == theirs(text)["input_ids"]
+    assert theirs.chat_template == CHATML and again.config["chat_template"] == CHATML

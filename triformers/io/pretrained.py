@@ -140,7 +140,9 @@ def _locate_gguf(path: Path, overrides: dict[str, Any] | None) -> Checkpoint:
     from .gguf_mapping import hf_config
 
     source = GGUFFile(path)
-    dialect, config = config_from_hf(hf_config(source), path, overrides)
+    hf = hf_config(source)
+    hf.pop("_model_name_or_path", None)  # transformers' record of `general.name`, not a config key to save
+    dialect, config = config_from_hf(hf, path, overrides)
     return Checkpoint(path.parent, dialect, config, dict(overrides or {}), source.identity, gguf=path, source=source)
 
 
