@@ -126,13 +126,14 @@ def tokenizer(path):
 
 def test_logits_match_transformers(ours, transformers_side, tokenizer):
     """Same dequantized weights in fp32: the logits differ only by the order of float operations over 30 layers.
-    Tolerance atol 1e-4 on logits of magnitude ~10-30 (a few hundred float32 ulps, far below any change of a
-    weight's quantization step, ~1e-2 relative)."""
+    Tolerance atol 2e-4 on logits of magnitude 30-40: a few times what transformers' own attention kernels (sdpa
+    against eager) and thread counts differ by on these prompts, and far below what a wrong rotary, norm or
+    weight would move (a quantization step of one weight matrix moves them by ~1e-2 and more)."""
     theirs = transformers_side["model"]
     for prompt in PROMPTS:
         ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
         with torch.no_grad():
-            torch.testing.assert_close(ours(ids).logits, theirs(ids).logits, atol=1e-4, rtol=1e-5)
+            torch.testing.assert_close(ours(ids).logits, theirs(ids).logits, atol=2e-4, rtol=1e-5)
 
 
 def test_greedy_tokens_match_transformers(ours, transformers_side, tokenizer):
