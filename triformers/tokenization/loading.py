@@ -117,7 +117,8 @@ def load_folder(
     model_type = None
     overrides = dict(overrides or {})
     if overrides.pop("trust_remote_code", False):
-        raise TokenizerError(f"{name_or_path}: trust_remote_code=True is refused: triformers never runs code from a "
+        where = name_or_path.folder if isinstance(name_or_path, Checkpoint) else name_or_path
+        raise TokenizerError(f"{where}: trust_remote_code=True is refused: triformers never runs code from a "
                              "model folder or the hub (drop the argument)")
     if isinstance(name_or_path, Checkpoint):  # already resolved, its config read
         if name_or_path.gguf is not None:
