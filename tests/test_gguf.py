@@ -314,3 +314,13 @@ def test_hub_names_and_saved_tokenizer(tmp_path, monkeypatch):
     for text in (TEXT, "<|im_start|>user\nhi<|im_end|>"):
         assert again(text)["input_ids"] == tok(text)["input_ids"] == theirs(text)["input_ids"]
     assert theirs.chat_template == CHATML and again.config["chat_template"] == CHATML
+
+
+def test_a_folder_of_gguf_files_names_them(tmp_path):
+    from triformers import AutoConfig
+
+    write_model(tmp_path / "tiny.Q8_0.gguf", "qwen2", qtype=Q.Q8_0)
+    with pytest.raises(ConfigError, match=r"gguf_file='tiny.Q8_0.gguf'"):
+        AutoConfig.from_pretrained(tmp_path)
+    assert AutoTokenizer.from_pretrained(tmp_path, gguf_file="tiny.Q8_0.gguf", padding_side="left").padding_side == \
+        "left"  # tokenizer_config.json keys as overrides, as for a folder

@@ -116,10 +116,21 @@ def locate(name_or_path: str | os.PathLike | Checkpoint, revision: str | None = 
     if gguf is not None:
         return _locate_gguf(gguf, overrides)
     folder = hub.resolve(name_or_path, revision=revision)
+    _hint_gguf(folder)
     with reading(folder) as view:
         dialect, config = read_config(folder, overrides)
         stamp = identity(view.path("config.json"))
     return Checkpoint(folder, dialect, config, dict(overrides or {}), stamp)
+
+
+def _hint_gguf(folder: Path) -> None:
+    """A folder of GGUF files without config.json: say which file to name rather than that config.json is missing."""
+    if (folder / "config.json").exists() or (folder / "config.json").is_symlink():
+        return
+    found = sorted(p.name for p in folder.glob("*.gguf"))
+    if found:
+        raise ConfigError(f"{folder} has no config.json but holds GGUF files ({', '.join(found[:5])}): pass "
+                          f"gguf_file={found[0]!r} (or the path to the file)")
 
 
 def gguf_location(name_or_path: str | os.PathLike, gguf_file: str | os.PathLike | None,
