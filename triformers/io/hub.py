@@ -3,6 +3,8 @@
 A name resolves to a local folder, else to a snapshot in the Hugging Face cache layout
 (`models--org--name/snapshots/<commit>/`, honouring HF_HUB_CACHE / HF_HOME and `revision`), else to a
 download through `huggingface_hub` (unless HF_HUB_OFFLINE is set or the caller asks for local files only).
+With `filename` (a GGUF repository holds several quantizations of one model, each one file), a snapshot counts
+only if it holds that file, and a download fetches that file alone.
 """
 
 from __future__ import annotations
@@ -62,9 +64,9 @@ def _cached_snapshot(repo_id: str, revision: str | None, cache_dir: Path) -> Pat
 
 def resolve(name_or_path: str | os.PathLike, revision: str | None = None,
             cache_dir: str | os.PathLike | None = None, local_files_only: bool = False,
-            token: str | bool | None = None) -> Path:
-    """Return the local folder holding a model: a path, a cached snapshot, or a fresh download (never with
-    `local_files_only`; `token` is the hub's access token for it)."""
+            token: str | bool | None = None, filename: str | None = None) -> Path:
+    """Return the local folder holding a model (or, with `filename`, that file of it): a path, a cached
+    snapshot, or a fresh download (never with `local_files_only`; `token` is the hub's access token for it)."""
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         return path
@@ -76,16 +78,18 @@ def resolve(name_or_path: str | os.PathLike, revision: str | None = None,
     check_revision(revision)
     if re.fullmatch(r"[\w.\-]+(/[\w.\-]+)?", name) and ".." not in name:
         snapshot = _cached_snapshot(name, revision, cache)
-        if snapshot is not None:
+        if snapshot is not None and (filename is None or (snapshot / filename).exists()):
             return snapshot
         repo_folder = cache / ("models--" + name.replace("/", "--"))
-        looked.append(f"Hugging Face cache {repo_folder} (revision {revision or 'main'})")
+        wanted = f", file {filename}" if filename else ""
+        looked.append(f"Hugging Face cache {repo_folder} (revision {revision or 'main'}{wanted})")
         if not is_offline() and not local_files_only:
             try:
                 from huggingface_hub import snapshot_download
 
                 access = {"token": token} if token is not None else {}
-                return Path(snapshot_download(name, revision=revision, cache_dir=cache, allow_patterns=HUB_PATTERNS,
+                patterns = HUB_PATTERNS if filename is None else [filename]
+                return Path(snapshot_download(name, revision=revision, cache_dir=cache, allow_patterns=patterns,
                                               **access))
             except Exception as err:  # network errors, missing repos, gated repos: one clear message
                 looked.append(f"the hub ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})")

@@ -38,7 +38,7 @@ class TransformerModel(nn.Module):
     def from_pretrained(cls, name_or_path: str | os.PathLike, *, head: str | None = None,
                         dtype: torch.dtype | None = None, revision: str | None = None,
                         ignore_mismatched_sizes: bool = False, quantize: str | None = None,
-                        **config_overrides: Any) -> TransformerModel:
+                        gguf_file: str | os.PathLike | None = None, **config_overrides: Any) -> TransformerModel:
         """Load a Hugging Face checkpoint (folder, cache, or hub id); the model is returned in eval().
 
         `dtype="auto"` keeps the checkpoint's dtype; `quantize="int8"` stores linear weights as int8
@@ -47,7 +47,7 @@ class TransformerModel(nn.Module):
         from ..io.pretrained import load_model, locate
 
         generation_config = config_overrides.pop("generation_config", None)  # replaces the checkpoint's
-        return load_model(cls, locate(name_or_path, revision, config_overrides), head=head, dtype=dtype,
+        return load_model(cls, locate(name_or_path, revision, config_overrides, gguf_file), head=head, dtype=dtype,
                           ignore_mismatched_sizes=ignore_mismatched_sizes, quantize=quantize,
                           generation_config=generation_config)
 

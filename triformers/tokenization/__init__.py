@@ -24,10 +24,12 @@ class AutoTokenizer:
     @staticmethod
     def from_pretrained(
         name_or_path: str | os.PathLike | Checkpoint, revision: str | None = None, cache_dir: str | None = None,
-        **overrides
+        gguf_file: str | os.PathLike | None = None, **overrides
     ) -> Tokenizer:
-        """A name, a path or a located `Checkpoint` (whose folder and model_type are then used as they are)."""
-        return Tokenizer.from_pretrained(name_or_path, revision=revision, cache_dir=cache_dir, **overrides)
+        """A name, a path or a located `Checkpoint` (whose folder and model_type are then used as they are);
+        `gguf_file` (or a path to a `.gguf` file): the tokenizer in a GGUF file's metadata."""
+        return Tokenizer.from_pretrained(name_or_path, revision=revision, cache_dir=cache_dir, gguf_file=gguf_file,
+                                         **overrides)
 
 
 __all__ = ["AutoTokenizer", "BatchEncoding", "Tokenizer", "train_tokenizer"]

@@ -29,7 +29,7 @@ from tokenizers import AddedToken
 from ..errors import TokenizerError
 from ..io.files import read_json
 from ..io.hub import resolve
-from ..io.pretrained import Checkpoint
+from ..io.pretrained import Checkpoint, gguf_location, gguf_source
 from ..io.publish import FolderView, publish, reading
 from . import converters as cv
 from .chat_files import as_templates, read_chat_templates, stale_templates
@@ -133,22 +133,31 @@ def load_folder(
     revision: str | None = None,
     cache_dir: str | None = None,
     overrides: dict[str, Any] | None = None,
+    gguf_file: str | None = None,
 ) -> Tokenizer:
     overrides = dict(overrides or {})
     options = {key: overrides.pop(key) for key in LOADING_OPTIONS if key in overrides}
     revision = options.pop("revision", revision)
     cache_dir = options.pop("cache_dir", cache_dir)
     folder, model_type = None, None
+    if options.get("trust_remote_code"):
+        where = name_or_path.folder if isinstance(name_or_path, Checkpoint) else name_or_path
+        raise TokenizerError(f"{where}: trust_remote_code=True is refused: triformers never runs code from a "
+                             "model folder or the hub (drop the argument)")
     if isinstance(name_or_path, Checkpoint):  # already resolved, its config read
+        if name_or_path.gguf is not None:
+            return _load_gguf(gguf_source(name_or_path), overrides, str(name_or_path.gguf))
         folder, model_type = name_or_path.folder, name_or_path.config.model_type
         name_or_path = str(folder)
-    if options.get("trust_remote_code"):
-        raise TokenizerError(f"{name_or_path}: trust_remote_code=True is refused: triformers never runs code from a "
-                             "model folder or the hub (drop the argument)")
     if options.get("use_fast", True) is not True:
         logger.warning("use_fast=%r is ignored: triformers tokenizers are always fast (`tokenizers`) ones, as "
                        "transformers 5's are", options["use_fast"])
     if folder is None:
+        gguf = gguf_location(name_or_path, gguf_file, revision)
+        if gguf is not None:
+            from ..io.gguf import GGUFFile
+
+            return _load_gguf(GGUFFile(gguf), overrides, str(name_or_path))
         folder = resolve(name_or_path, revision=revision, cache_dir=cache_dir,
                          local_files_only=bool(options.get("local_files_only")), token=options.get("token"))
     folder = _subfolder(folder, options.get("subfolder"))
@@ -217,7 +226,29 @@ def _load(folder: Path, view: FolderView, overrides: dict[str, Any], name_or_pat
                         else AddedToken(_name(token), normalized=False)
                     ]
                 )
-    tokenizer = Tokenizer(
+    tokenizer = assemble(backend, family, special, additional, config, name_or_path)
+    if post is not None:
+        set_post_processor(tokenizer, post, config)
+    return tokenizer
+
+
+def _load_gguf(gguf: Any, overrides: dict[str, Any], name_or_path: str) -> Tokenizer:
+    """The tokenizer a GGUF file's metadata describe (`tokenization.gguf`), with the caller's overrides."""
+    from .gguf import GGUF_FAMILY, tokenizer_parts
+
+    backend, config = tokenizer_parts(gguf)
+    config = check_config({**config, **overrides}, "tokenizer arguments") if overrides else config
+    special = {k: v for k, v in config.items() if k in cv.SPECIAL_KEYS and v is not None}
+    additional = list(config.get("additional_special_tokens") or [])
+    tokenizer = assemble(backend, GGUF_FAMILY, special, additional, config, name_or_path)
+    set_post_processor(tokenizer, "gpt2", config)  # optional BOS / EOS, as transformers' update_post_processor
+    return tokenizer
+
+
+def assemble(backend: Any, family: cv.Family, special: dict, additional: list, config: dict,
+             name_or_path: str) -> Tokenizer:
+    """A Tokenizer over `backend` with the settings of a tokenizer_config.json-style dict."""
+    return Tokenizer(
         backend,
         family,
         special_tokens={k: v for k, v in special.items() if k in cv.SPECIAL_KEYS},
@@ -232,9 +263,6 @@ def _load(folder: Path, view: FolderView, overrides: dict[str, Any], name_or_pat
         chat_template=as_templates(config["chat_template"]) if config.get("chat_template") is not None else None,
         split_special_tokens=bool(config.get("split_special_tokens")),
     )
-    if post is not None:
-        set_post_processor(tokenizer, post, config)
-    return tokenizer
 
 
 def _backend(folder: Path, view: FolderView, config: dict, family: cv.Family | None, special: dict,

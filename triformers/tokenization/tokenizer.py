@@ -70,15 +70,18 @@ class Tokenizer:
     # ---- construction -------------------------------------------------------------------------
     @classmethod
     def from_pretrained(
-        cls, name_or_path: str, revision: str | None = None, cache_dir: str | None = None, **overrides: Any
+        cls, name_or_path: str, revision: str | None = None, cache_dir: str | None = None,
+        gguf_file: str | None = None, **overrides: Any
     ) -> Tokenizer:
-        """Load `tokenizer.json` or legacy vocab files from a folder, the HF cache or the hub.
+        """Load `tokenizer.json` or legacy vocab files from a folder, the HF cache or the hub; with `gguf_file` (or
+        for a path to a `.gguf` file), the tokenizer stored in that GGUF file's metadata.
 
         `overrides` are tokenizer_config.json keys (`padding_side="left"`, `pad_token="<pad>"`, ...).
         """
         from .loading import load_folder
 
-        return load_folder(name_or_path, revision=revision, cache_dir=cache_dir, overrides=overrides)
+        return load_folder(name_or_path, revision=revision, cache_dir=cache_dir, overrides=overrides,
+                           gguf_file=gguf_file)
 
     # ---- special tokens -----------------------------------------------------------------------
     def _add_special_tokens(self, tokens: dict[str, Any], replace_additional: bool = True) -> int:
