@@ -216,10 +216,9 @@ def generation_bytes(model: Any, batch: int, source_length: int, positions: int,
     return cache + scores + tokens
 
 
-def check_generation_memory(model: Any, input_ids: torch.Tensor, positions: int, options: Any) -> None:
-    """InputError when `generate`'s decode state for `input_ids` and `positions` decoder positions cannot fit
-    beside the model in its device's memory."""
-    batch, source_length = input_ids.shape
+def check_generation_memory(model: Any, batch: int, source_length: int, positions: int, options: Any) -> None:
+    """InputError when `generate`'s decode state for `batch` prompts (of `source_length` encoder positions) and
+    `positions` decoder positions cannot fit beside the model in its device's memory."""
     needed = generation_bytes(model, batch, source_length, positions, options)
     have, bound = machine_memory(model.device)
     held = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
@@ -242,7 +241,7 @@ def parse_dtype(value: Any, name: str = "dtype", auto: bool = True) -> torch.dty
     if isinstance(value, str) and value.removeprefix("torch.") in FLOAT_DTYPES:
         return FLOAT_DTYPES[value.removeprefix("torch.")]
     allowed = ", ".join(["float32", "bfloat16", "float16", "float64"] + (["auto"] if auto else []))
-    hint = " (for int8 weights use quantize='int8')" if str(value).removeprefix("torch.").startswith(("int", "uint")) \
+    hint = " (for integer weights use quantize='int8' or 'int4')" if str(value).removeprefix("torch.").startswith(("int", "uint")) \
         else ""
     raise InputError(f"{name}={value!r} is not a floating-point dtype: use one of {allowed}{hint}")
 
