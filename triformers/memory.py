@@ -241,8 +241,8 @@ def parse_dtype(value: Any, name: str = "dtype", auto: bool = True) -> torch.dty
     if isinstance(value, str) and value.removeprefix("torch.") in FLOAT_DTYPES:
         return FLOAT_DTYPES[value.removeprefix("torch.")]
     allowed = ", ".join(["float32", "bfloat16", "float16", "float64"] + (["auto"] if auto else []))
-    hint = " (for integer weights use quantize='int8' or 'int4')" if str(value).removeprefix("torch.").startswith(("int", "uint")) \
-        else ""
+    integer = str(value).removeprefix("torch.").startswith(("int", "uint"))
+    hint = " (for integer weights use quantize='int8' or 'int4')" if integer else ""
     raise InputError(f"{name}={value!r} is not a floating-point dtype: use one of {allowed}{hint}")
 
 
