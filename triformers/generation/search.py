@@ -52,8 +52,8 @@ def _decoder_prompt(model, inputs: Inputs, options: GenerationOptions) -> torch.
     """The decoder's first positions: the prompt (decoder-only), else decoder_start_token_id, put in front of
     the caller's decoder_input_ids unless every row already starts with it (as transformers does)."""
     device = model.device
-    if model.family == "decoder":
-        return inputs.input_ids
+    if model.family == "decoder":  # as the runner reads it: on the model's device, narrow ids widened
+        return inputs.input_ids.to(device=device, dtype=torch.long)
     start = torch.full((inputs.batch_size, 1), options.decoder_start_token_id, dtype=torch.long, device=device)
     given = inputs.decoder_input_ids
     if given is None:

@@ -25,7 +25,7 @@ from ..errors import InputError
 from ..io.pretrained import locate
 from ..models import TransformerModel
 from ..tokenization import Tokenizer
-from .base import Device, Pipeline, load
+from .base import Device, Pipeline, load, resolve_device, resolve_dtype
 from .classification import TextClassificationPipeline
 from .encoding import FeatureExtractionPipeline, FillMaskPipeline
 from .generation import (SummarizationPipeline, Text2TextGenerationPipeline, TextGenerationPipeline,
@@ -73,6 +73,7 @@ def pipeline(task: str, model: str | os.PathLike | TransformerModel | None = Non
     if model is None:
         raise InputError(f"pipeline({task!r}): give model=... (a folder, a hub id or a triformers model); "
                          "triformers has no default download per task")
+    resolve_device(device), resolve_dtype(dtype)  # a bad name fails before anything is read
     cls = TASKS[name]
     auto_class = cls.auto_class
     if isinstance(model, (str, os.PathLike)):
