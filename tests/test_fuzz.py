@@ -261,6 +261,41 @@ def test_fuzz_generate_arguments(models, tallies, family, arguments, batch, data
         assert not any(isinstance(v, float) and not math.isfinite(v) for v in kwargs.values())
 
 
+INPUT_DTYPES = [torch.int8, torch.uint8, torch.int16, torch.int32, torch.int64, torch.bool, torch.float16,
+                torch.float32]
+BAD_IDS = st.sampled_from([-1, -128, 64, 127])  # put at one position of in-range ids
+MASK_VALUES = st.sampled_from([0, 0.5, 2, -1, float("nan")])  # put at one position of a mask of ones
+
+
+@FUZZ
+@given(family=st.sampled_from(["gpt2", "t5"]), data=st.data())
+def test_fuzz_forward_inputs(models, tallies, family, data):
+    """A forward call with ids, masks and positions of any integer / float / bool dtype, values in and out of
+    range, and shapes that may not match: logits of the right shape, or an InputError naming the tensor."""
+    model = models[family]
+    batch, length = data.draw(st.integers(1, 2)), data.draw(st.integers(1, 18))
+    dtype = data.draw(st.sampled_from(INPUT_DTYPES))
+    ids = torch.tensor(data.draw(st.lists(st.integers(0, 63), min_size=batch * length, max_size=batch * length)))
+    if data.draw(st.booleans()):
+        ids[data.draw(st.integers(0, ids.numel() - 1))] = data.draw(BAD_IDS)
+    kwargs = {"input_ids": ids.view(batch, length).to(dtype)}
+    if data.draw(st.booleans()):
+        mask_length = length + data.draw(st.sampled_from([0, 0, 0, 1, -1]))
+        mask = torch.ones(batch, max(mask_length, 0))
+        if mask.numel() and data.draw(st.booleans()):
+            mask.view(-1)[data.draw(st.integers(0, mask.numel() - 1))] = data.draw(MASK_VALUES)
+        kwargs["attention_mask"] = mask
+    if family == "gpt2" and data.draw(st.booleans()):
+        kwargs["position_ids"] = (torch.arange(length) + data.draw(st.integers(-1, 4))).expand(batch, length)
+    if family == "t5":
+        kwargs["decoder_input_ids"] = kwargs["input_ids"][:, :2]
+    tally = tallies.setdefault(f"forward/{family}", Counter())
+    out = contract(tally, tuple(kwargs), lambda: model(**kwargs))
+    if out is not None:
+        rows = kwargs["decoder_input_ids"].shape[1] if family == "t5" else length
+        assert out.logits.shape == (batch, rows, 64) and bool(out.logits.isfinite().all())
+
+
 # ---- files of every type, nesting and value class (see README, Security) -----------------------------------
 @pytest.fixture(scope="module")
 def full_folder(tmp_path_factory, gpt2_folder, tokenizer_folder):
