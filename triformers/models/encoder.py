@@ -19,6 +19,7 @@ from .base import TransformerModel
 from .heads import (MLMHead, SequenceClassifier, select_token, sequence_classification_loss, span_loss,
                     token_loss)
 from .outputs import Deferred, ModelOutput
+from .surface import Call, embeddings, positions_for_embeds
 
 
 class EncoderModel(TransformerModel):
@@ -42,12 +43,18 @@ class EncoderModel(TransformerModel):
     def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
                 labels: torch.Tensor | None = None, start_positions: torch.Tensor | None = None,
-                end_positions: torch.Tensor | None = None) -> ModelOutput:
-        self.check_inputs(input_ids, attention_mask)
+                end_positions: torch.Tensor | None = None, *, inputs_embeds: torch.Tensor | None = None,
+                output_attentions: bool | None = None, output_hidden_states: bool | None = None,
+                return_dict: bool | None = None, use_cache: bool | None = None) -> ModelOutput | tuple:
+        call = Call(self, cache=None, past_key_values=None, use_cache=use_cache, output_attentions=output_attentions,
+                    output_hidden_states=output_hidden_states, return_dict=return_dict)
+        embeds = embeddings(self, input_ids, inputs_embeds, attention_mask, "input_ids")  # (B, T, H)
         if token_type_ids is not None:
-            self.check_token_types(token_type_ids, input_ids)
-        hidden = self.encoder(self.embed_tokens(input_ids), input_ids=input_ids, attention_mask=attention_mask,
-                              token_type_ids=token_type_ids, position_ids=position_ids)  # (B, T, H)
+            self.check_token_types(token_type_ids, embeds.shape[:2])
+        position_ids = positions_for_embeds(self, input_ids, embeds, position_ids)
+        with call.record():
+            hidden = self.encoder(embeds, input_ids=input_ids, attention_mask=attention_mask,
+                                  token_type_ids=token_type_ids, position_ids=position_ids)  # (B, T, H)
         out = ModelOutput(last_hidden_state=hidden)
         if self.pooler is not None:
             out.pooler_output = torch.tanh(self.pooler(hidden[:, 0]))
@@ -75,14 +82,14 @@ class EncoderModel(TransformerModel):
             out.start_logits, out.end_logits = start.contiguous(), end.contiguous()
             if start_positions is not None and end_positions is not None:
                 out.loss = span_loss(out.start_logits, out.end_logits, start_positions, end_positions)
-        return out
+        return call.finish(out)
 
-    def check_token_types(self, token_type_ids: torch.Tensor, input_ids: torch.Tensor) -> None:
-        """A clear error for token types of the wrong shape or outside the type vocabulary."""
+    def check_token_types(self, token_type_ids: torch.Tensor, shape: torch.Size) -> None:
+        """A clear error for token types of the wrong shape (B, T) or outside the type vocabulary."""
         types = self.config.type_vocab_size
-        if not isinstance(token_type_ids, torch.Tensor) or token_type_ids.shape != input_ids.shape:
+        if not isinstance(token_type_ids, torch.Tensor) or token_type_ids.shape != shape:
             got = tuple(token_type_ids.shape) if isinstance(token_type_ids, torch.Tensor) else token_type_ids
-            raise InputError(f"token_type_ids must have the shape of input_ids {tuple(input_ids.shape)}, got {got}")
+            raise InputError(f"token_type_ids must have the shape of input_ids {tuple(shape)}, got {got}")
         bad = (token_type_ids < 0) | (token_type_ids >= max(types, 1))
         if bool(bad.any()):
             b, t = (int(i) for i in bad.nonzero()[0])
@@ -91,7 +98,7 @@ class EncoderModel(TransformerModel):
 
     def embed(self, input_ids, attention_mask=None, pooling: str = "mean", normalize: bool = True):
         """Sentence embeddings: mean (over non-pad tokens) or CLS pooling, optionally L2-normalised."""
-        hidden = self(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        hidden = self(input_ids=input_ids, attention_mask=attention_mask, return_dict=True).last_hidden_state
         if pooling == "cls":
             vectors = hidden[:, 0]
         else:
