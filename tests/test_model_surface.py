@@ -169,8 +169,9 @@ def test_incremental_decoding_with_the_returned_cache_equals_the_full_forward(ki
         steps = [out.logits]
         cache = out.past_key_values
         for t in range(2, tokens.shape[1]):
+            mask = torch.ones(tokens.shape[0], t + 1, dtype=torch.long)  # past + new, as transformers takes it
             step = dict(batch, decoder_input_ids=tokens[:, t:t + 1]) if seq2seq else \
-                {"input_ids": tokens[:, t:t + 1], "attention_mask": torch.ones(tokens.shape[0], t + 1, dtype=torch.long)}
+                {"input_ids": tokens[:, t:t + 1], "attention_mask": mask}
             out = ours(**step, past_key_values=cache, use_cache=True)
             assert out.past_key_values is cache and cache.get_seq_length() == t + 1
             steps.append(out.logits)

@@ -17,8 +17,8 @@ __all__ = [
     "AutoConfig", "AutoModel", "AutoModelForCausalLM", "AutoModelForMaskedLM", "AutoModelForQuestionAnswering",
     "AutoModelForSeq2SeqLM", "AutoModelForSequenceClassification", "AutoModelForTokenClassification",
     "AutoTokenizer", "ModelConfig", "register", "EncoderModel", "DecoderModel", "EncoderDecoderModel",
-    "ModelOutput", "DynamicCache", "TriformersError", "ConfigError", "CheckpointError", "InputError", "ModelNotFoundError",
-    "TokenizerError", "pipeline",
+    "ModelOutput", "DynamicCache", "TriformersError", "ConfigError", "CheckpointError", "InputError",
+    "ModelNotFoundError", "TokenizerError", "pipeline",
 ]
 
 # ---- the Trainer, as transformers has it (training/) ------------------------------------------------------
