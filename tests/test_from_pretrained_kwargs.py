@@ -15,7 +15,7 @@ import torch
 import transformers as tr
 
 import triformers
-from triformers.errors import InputError, ModelNotFoundError
+from triformers.errors import ConfigError, InputError, ModelNotFoundError
 
 LOADING_KEYS = ("torch_dtype", "dtype", "device_map", "low_cpu_mem_usage", "attn_implementation", "use_safetensors",
                 "local_files_only", "cache_dir", "subfolder", "token", "force_download", "trust_remote_code",
@@ -83,7 +83,6 @@ def test_torch_dtype_bfloat16_gives_a_bf16_model_and_auto_reads_the_saved_dtype(
     ("device_map", "disk", "not supported"),
     ("device_map", "nowhere", "not a device"),
     ("attn_implementation", "flash_attention_2", "flash_attention_2"),
-    ("trust_remote_code", True, "trust_remote_code"),
     ("torch_dtype", "int8", "int8"),
     ("use_fast", True, "use_fast"),
     ("load_in_8bit", True, "load_in_8bit"),
@@ -95,6 +94,11 @@ def test_refused_keywords_name_themselves(name, value, message, gpt2):
                  lambda f, **kw: triformers.DecoderModel.from_pretrained(f, head="lm", **kw)):
         with pytest.raises(InputError, match=message):
             load(folder, **{name: value})
+
+
+def test_trust_remote_code_true_is_refused(gpt2):
+    with pytest.raises(ConfigError, match="trust_remote_code=True is refused"):  # as everywhere in triformers
+        works(gpt2[0], trust_remote_code=True)
 
 
 def test_config_keys_of_the_dialect_still_override(gpt2):

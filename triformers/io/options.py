@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from ..errors import InputError
+from ..errors import ConfigError, InputError
 
 ATTENTION = ("sdpa", "eager")
 # config.json keys every transformers config (PretrainedConfig) takes as overrides, whatever the dialect
@@ -49,7 +49,7 @@ def split(kwargs: dict[str, Any]) -> tuple[HubOptions, LoadOptions, dict[str, An
     """(hub options, load options, the config overrides left) from a `from_pretrained` call's keywords."""
     kwargs = dict(kwargs)
     if kwargs.pop("trust_remote_code", False):
-        raise InputError("trust_remote_code=True is refused: triformers never runs code from a model folder or the "
+        raise ConfigError("trust_remote_code=True is refused: triformers never runs code from a model folder or the "
                          "hub, it loads its built-in dialects only (drop the argument)")
     hub = HubOptions(**{name: kwargs.pop(name) for name in list(kwargs) if name in HubOptions.__dataclass_fields__})
     if hub.subfolder is None:
