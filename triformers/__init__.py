@@ -8,7 +8,7 @@ from .config import ModelConfig
 from .dialects import register
 from .errors import (CheckpointError, ConfigError, InputError, ModelNotFoundError, TokenizerError,
                      TriformersError)
-from .models import DecoderModel, EncoderDecoderModel, EncoderModel, ModelOutput
+from .models import DecoderModel, DynamicCache, EncoderDecoderModel, EncoderModel, ModelOutput
 from .pipelines import pipeline
 
 __version__ = "0.1.0"
@@ -17,8 +17,8 @@ __all__ = [
     "AutoConfig", "AutoModel", "AutoModelForCausalLM", "AutoModelForMaskedLM", "AutoModelForQuestionAnswering",
     "AutoModelForSeq2SeqLM", "AutoModelForSequenceClassification", "AutoModelForTokenClassification",
     "AutoTokenizer", "ModelConfig", "register", "EncoderModel", "DecoderModel", "EncoderDecoderModel",
-    "ModelOutput", "TriformersError", "ConfigError", "CheckpointError", "InputError", "ModelNotFoundError",
-    "TokenizerError", "pipeline",
+    "ModelOutput", "DynamicCache", "TriformersError", "ConfigError", "CheckpointError", "InputError",
+    "ModelNotFoundError", "TokenizerError", "pipeline",
 ]
 
 # ---- the Trainer, as transformers has it (training/) ------------------------------------------------------

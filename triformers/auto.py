@@ -14,6 +14,7 @@ import torch
 from .config import ModelConfig
 from .dialects import get_dialect
 from .errors import ConfigError
+from .io.options import HubOptions, split
 from .io.pretrained import Checkpoint, load_model, locate
 from .models import FAMILIES, TransformerModel
 from .tokenization import AutoTokenizer  # noqa: F401  (re-exported)
@@ -24,8 +25,11 @@ class AutoConfig:
     def from_pretrained(name_or_path: str | os.PathLike | Checkpoint, revision: str | None = None,
                         gguf_file: str | os.PathLike | None = None, **overrides: Any) -> ModelConfig:
         """Read config.json (or a GGUF file's metadata) through its dialect; overrides use the checkpoint's own
-        key names."""
-        return locate(name_or_path, revision, overrides, gguf_file).config
+        key names. transformers' hub keywords (`cache_dir`, `subfolder`, `local_files_only`, `token`,
+        `force_download`) say where from; `trust_remote_code=True` is refused."""
+        hub = HubOptions(revision=revision, **{name: overrides.pop(name) for name in list(overrides)
+                                               if name in HubOptions.__dataclass_fields__})
+        return locate(name_or_path, revision, overrides, gguf_file, hub_options=hub).config
 
     @staticmethod
     def for_model(model_type: str, **hf_keys: Any) -> ModelConfig:
@@ -47,19 +51,22 @@ class _AutoModel:
         return FAMILIES[family]
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | os.PathLike | Checkpoint, *, revision: str | None = None,
-                        dtype: torch.dtype | str | None = None, ignore_mismatched_sizes: bool = False,
+    def from_pretrained(cls, name_or_path: str | os.PathLike | Checkpoint, *, ignore_mismatched_sizes: bool = False,
                         quantize: str | None = None, gguf_file: str | os.PathLike | None = None,
-                        **config_overrides: Any) -> TransformerModel:
+                        **kwargs: Any) -> TransformerModel:
         """Load weights and config (resolved and read once); the model comes back in eval mode. `gguf_file`: a GGUF
         file of the folder or repository (a path to a `.gguf` file works as `name_or_path` too), dequantized.
-        `generation_config=` replaces the checkpoint's generation settings, as in transformers."""
-        generation_config = config_overrides.pop("generation_config", None)
-        checkpoint = locate(name_or_path, revision, config_overrides, gguf_file)
+        transformers' loading keywords work as there (`dtype` / `torch_dtype`, `device_map`, `attn_implementation`,
+        `revision`, `cache_dir`, `subfolder`, `local_files_only`, `token`, `force_download`, `use_safetensors`,
+        `low_cpu_mem_usage`; see io/options.py); `generation_config=` replaces the checkpoint's generation settings;
+        any other keyword must be a config key of the checkpoint (an override), else it is an InputError."""
+        generation_config = kwargs.pop("generation_config", None)
+        hub, options, config_overrides = split(kwargs)
+        checkpoint = locate(name_or_path, None, config_overrides, gguf_file, hub_options=hub, strict=True)
         model_cls = cls._family(checkpoint.config, str(checkpoint.config_file))
-        return load_model(model_cls, checkpoint, head=cls.head.get(model_cls.family), dtype=dtype,
+        return load_model(model_cls, checkpoint, head=cls.head.get(model_cls.family),
                           ignore_mismatched_sizes=ignore_mismatched_sizes, quantize=quantize,
-                          generation_config=generation_config)
+                          generation_config=generation_config, options=options)
 
     @classmethod
     def from_config(cls, config: ModelConfig, dtype: torch.dtype | None = None) -> TransformerModel:

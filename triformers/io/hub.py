@@ -64,9 +64,21 @@ def _cached_snapshot(repo_id: str, revision: str | None, cache_dir: Path) -> Pat
 
 def resolve(name_or_path: str | os.PathLike, revision: str | None = None,
             cache_dir: str | os.PathLike | None = None, local_files_only: bool = False,
-            token: str | bool | None = None, filename: str | None = None) -> Path:
+            token: str | bool | None = None, filename: str | None = None, force_download: bool = False,
+            subfolder: str = "") -> Path:
     """Return the local folder holding a model (or, with `filename`, that file of it): a path, a cached
-    snapshot, or a fresh download (never with `local_files_only`; `token` is the hub's access token for it)."""
+    snapshot, or a fresh download (never with `local_files_only`; `token` is the hub's access token for it;
+    `force_download` skips the cache). `subfolder`: the model is that folder of the path or repository."""
+    if subfolder:
+        parts = Path(subfolder).parts
+        if Path(subfolder).is_absolute() or ".." in parts or not all(_REF_PART.fullmatch(p) for p in parts):
+            raise ModelNotFoundError(f"subfolder {subfolder!r} must be a relative folder name inside the model "
+                                     "(no '..'); refused")
+        inner = f"{subfolder}/{filename}" if filename else None
+        base = resolve(name_or_path, revision, cache_dir, local_files_only, token, inner, force_download)
+        if not (base / subfolder).is_dir():
+            raise ModelNotFoundError(f"{name_or_path!r} has no subfolder {subfolder!r} (looked in {base})")
+        return base / subfolder
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         return path
@@ -77,7 +89,8 @@ def resolve(name_or_path: str | os.PathLike, revision: str | None = None,
     cache = Path(cache_dir).expanduser() if cache_dir else hub_cache_dir()
     check_revision(revision)
     if re.fullmatch(r"[\w.\-]+(/[\w.\-]+)?", name) and ".." not in name:
-        snapshot = _cached_snapshot(name, revision, cache)
+        snapshot = None if force_download and not (is_offline() or local_files_only) else \
+            _cached_snapshot(name, revision, cache)
         if snapshot is not None and (filename is None or (snapshot / filename).exists()):
             return snapshot
         repo_folder = cache / ("models--" + name.replace("/", "--"))
@@ -88,6 +101,8 @@ def resolve(name_or_path: str | os.PathLike, revision: str | None = None,
                 from huggingface_hub import snapshot_download
 
                 access = {"token": token} if token is not None else {}
+                if force_download:
+                    access["force_download"] = True
                 patterns = HUB_PATTERNS if filename is None else [filename]
                 return Path(snapshot_download(name, revision=revision, cache_dir=cache, allow_patterns=patterns,
                                               **access))

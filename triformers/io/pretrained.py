@@ -30,6 +30,7 @@ from ..errors import CheckpointError, ConfigError, InputError
 from ..generation.config import GENERATION_CONFIG_NAME, GLOBAL_DEFAULTS, GenerationConfig
 from ..memory import check_model_memory, parse_dtype
 from . import hub
+from .options import HubOptions, LoadOptions, check_overrides
 from .files import atomic_write, read_json, write_json
 from .publish import identity, publish, reading
 from .state import cast, load_state, state_dict_to_hf
@@ -53,6 +54,7 @@ class Checkpoint:
     stamp: tuple[int, ...] | None = None  # config.json's (or the GGUF file's) `identity` when it was read
     generation: dict[str, Any] | None = None  # generation_config.json, when the folder has one
     gguf: Path | None = None  # the GGUF file this checkpoint is, if it is one
+    saved_dtype: str | None = None  # config.json's `dtype` (or older `torch_dtype`): what dtype="auto" loads as
     source: Any = field(default=None, repr=False, compare=False)  # that file's parsed header (`io.gguf.GGUFFile`)
 
     @property
@@ -69,9 +71,10 @@ def read_config(folder: Path, overrides: dict[str, Any] | None = None) -> tuple[
     return config_from_hf(hf, path, overrides)
 
 
-def config_from_hf(hf: dict[str, Any], path: Path, overrides: dict[str, Any] | None = None
-                   ) -> tuple[Dialect, ModelConfig]:
-    """A config.json dict (read from `path`, + overrides in its own key names) -> the dialect and our ModelConfig."""
+def config_from_hf(hf: dict[str, Any], path: Path, overrides: dict[str, Any] | None = None,
+                   strict: bool = False) -> tuple[Dialect, ModelConfig]:
+    """A config.json dict (read from `path`, + overrides in its own key names) -> the dialect and our ModelConfig;
+    `strict` (a model's from_pretrained): an override that is no config key of the dialect or file is an error."""
     for key in REMOTE_CODE_KEYS:
         if key in hf:
             logger.warning("%s: ignoring %r (triformers never runs code from a model folder)", path, key)
@@ -84,6 +87,8 @@ def config_from_hf(hf: dict[str, Any], path: Path, overrides: dict[str, Any] | N
     if not isinstance(model_type, str):
         raise ConfigError(f"{path}: missing or invalid 'model_type' (got {model_type!r})")
     dialect = get_dialect(model_type, where=str(path))
+    if strict:
+        check_overrides(overrides, dialect, hf, str(path))
     _override(hf, overrides, dialect)
     config = dialect.config_from_hf(hf, str(path))  # keys its table does not read go to config.extra
     if not dialect.keys:  # a dialect with translations of its own: what it does not write is kept
@@ -110,25 +115,34 @@ def _override(hf: dict[str, Any], overrides: dict[str, Any], dialect: Dialect) -
 
 
 def locate(name_or_path: str | os.PathLike | Checkpoint, revision: str | None = None,
-           overrides: dict[str, Any] | None = None, gguf_file: str | os.PathLike | None = None) -> Checkpoint:
-    """The folder of `name_or_path` (local, cached or downloaded) and its config, read once; with `gguf_file`
-    (a file in that folder or repository), or for a path to a `.gguf` file, that GGUF file's."""
+           overrides: dict[str, Any] | None = None, gguf_file: str | os.PathLike | None = None,
+           hub_options: HubOptions | None = None, strict: bool = False) -> Checkpoint:
+    """The folder of `name_or_path` (local, cached or downloaded: `hub_options` say where from) and its config,
+    read once; with `gguf_file` (a file in that folder or repository), or for a path to a `.gguf` file, that GGUF
+    file's. `strict`: overrides must be config keys (see `config_from_hf`)."""
     if isinstance(name_or_path, Checkpoint):
         if not overrides:
             return name_or_path
         name_or_path, gguf_file = name_or_path.gguf or name_or_path.folder, None
+    options = hub_options or HubOptions(revision=revision)
+    revision = options.revision if options.revision is not None else revision
     gguf = gguf_location(name_or_path, gguf_file, revision)
     if gguf is not None:
-        return _locate_gguf(gguf, overrides)
-    folder = hub.resolve(name_or_path, revision=revision)
+        return _locate_gguf(gguf, overrides, strict)
+    folder = hub.resolve(name_or_path, revision=revision, cache_dir=options.cache_dir,
+                         local_files_only=options.local_files_only, token=options.token,
+                         force_download=options.force_download, subfolder=options.subfolder)
     _hint_gguf(folder)
     with reading(folder) as view:
-        dialect, config = read_config(folder, overrides)
+        hf = read_json(view.path("config.json"), "config.json")
+        saved_dtype = hf.get("dtype", hf.get("torch_dtype"))
+        dialect, config = config_from_hf(hf, folder / "config.json", overrides, strict)
         stamp = identity(view.path("config.json"))
         generation = None
         if dialect.family != "encoder" and view.path(GENERATION_CONFIG_NAME).is_file():
             generation = read_json(view.path(GENERATION_CONFIG_NAME), GENERATION_CONFIG_NAME)
-    return Checkpoint(folder, dialect, config, dict(overrides or {}), stamp, generation)
+    return Checkpoint(folder, dialect, config, dict(overrides or {}), stamp, generation,
+                      saved_dtype=saved_dtype if isinstance(saved_dtype, str) else None)
 
 
 def _hint_gguf(folder: Path) -> None:
@@ -154,14 +168,14 @@ def gguf_location(name_or_path: str | os.PathLike, gguf_file: str | os.PathLike 
     return hub.resolve(name_or_path, revision=revision, filename=str(gguf_file)) / gguf_file
 
 
-def _locate_gguf(path: Path, overrides: dict[str, Any] | None) -> Checkpoint:
+def _locate_gguf(path: Path, overrides: dict[str, Any] | None, strict: bool = False) -> Checkpoint:
     from .gguf import GGUFFile
     from .gguf_mapping import hf_config
 
     source = GGUFFile(path)
     hf = hf_config(source)
     hf.pop("_model_name_or_path", None)  # transformers' record of `general.name`, not a config key to save
-    dialect, config = config_from_hf(hf, path, overrides)
+    dialect, config = config_from_hf(hf, path, overrides, strict)
     return Checkpoint(path.parent, dialect, config, dict(overrides or {}), source.identity, gguf=path, source=source)
 
 
@@ -186,9 +200,12 @@ def config_to_json(config: ModelConfig, head: str | None) -> dict[str, Any]:
 
 def load_model(cls, checkpoint: Checkpoint, *, head: str | None = None, dtype: torch.dtype | str | None = None,
                ignore_mismatched_sizes: bool = False, quantize: str | None = None,
-               generation_config: Any = None) -> nn.Module:
+               generation_config: Any = None, options: LoadOptions | None = None) -> nn.Module:
     """A model of family class `cls` (with `head`) filled from the checkpoint's weights, in eval mode;
-    `generation_config` (as transformers' `from_pretrained` takes it) replaces the checkpoint's."""
+    `generation_config` (as transformers' `from_pretrained` takes it) replaces the checkpoint's; `options`:
+    dtype (as `dtype`), the device, the attention implementation, which weight format to read."""
+    options = options or LoadOptions()
+    dtype = options.dtype if dtype is None else dtype
     if quantize not in (None, "int8", "int4"):
         raise ConfigError(f"quantize must be None, 'int8' or 'int4', got {quantize!r}")
     dtype = parse_dtype(dtype)
@@ -198,7 +215,7 @@ def load_model(cls, checkpoint: Checkpoint, *, head: str | None = None, dtype: t
         tensors = GGUFTensors(gguf_source(checkpoint))
         origin = dict.fromkeys(tensors, checkpoint.gguf)
     else:
-        tensors, origin, checkpoint = _folder_weights(checkpoint)
+        tensors, origin, checkpoint = _folder_weights(checkpoint, options.use_safetensors)
     dialect, config = checkpoint.dialect, checkpoint.config
     if dialect.family != cls.family:
         raise ConfigError(f"{checkpoint.config_file}: model_type {dialect.model_type!r} is a {dialect.family} "
@@ -206,9 +223,11 @@ def load_model(cls, checkpoint: Checkpoint, *, head: str | None = None, dtype: t
     config = dialect.config_for_weights(config, tensors)
     with torch.device("meta"):
         model = cls(config, head=head)
-    if dtype == "auto":  # a GGUF file says its float type; else the first floating tensor does
-        dtype = getattr(tensors, "dtype", None) or next((t.dtype for t in tensors.values() if t.is_floating_point()),
-                                                        None)
+    if dtype == "auto":  # config.json's dtype (as transformers), a GGUF file's float type, else the first float one
+        saved = getattr(torch, checkpoint.saved_dtype or "", None)
+        dtype = saved if isinstance(saved, torch.dtype) and saved.is_floating_point else (
+            getattr(tensors, "dtype", None) or next((t.dtype for t in tensors.values() if t.is_floating_point()),
+                                                    None))
     check_model_memory(config, cls.family, head, dtype, where=str(checkpoint.config_file))  # before materialising
     load_state(model, dialect, tensors, origin, ignore_mismatched_sizes, dtype)
     del tensors
@@ -227,7 +246,9 @@ def load_model(cls, checkpoint: Checkpoint, *, head: str | None = None, dtype: t
         from ..layers.int4 import quantize_int4
 
         quantize_int4(model)
-    return model
+    if options.attn_implementation is not None:
+        model.attn_implementation = options.attn_implementation
+    return model.to(options.device) if options.device is not None else model
 
 
 def _generation_config(checkpoint: Checkpoint) -> GenerationConfig:
@@ -239,10 +260,11 @@ def _generation_config(checkpoint: Checkpoint) -> GenerationConfig:
     return config
 
 
-def _folder_weights(checkpoint: Checkpoint) -> tuple[Any, dict[str, Path], Checkpoint]:
+def _folder_weights(checkpoint: Checkpoint, use_safetensors: bool | None = None
+                    ) -> tuple[Any, dict[str, Path], Checkpoint]:
     """The weights of a folder checkpoint, from the same save as its config (read again if re-saved)."""
     for _ in range(3):  # a folder re-saved after its config was read: read the config of the new save
-        tensors, origin = read_weights(checkpoint.folder)
+        tensors, origin = read_weights(checkpoint.folder, use_safetensors=use_safetensors)
         if checkpoint.stamp is None or tensors.stamp == checkpoint.stamp:
             return tensors, origin, checkpoint
         checkpoint = locate(checkpoint.folder, overrides=checkpoint.overrides)

@@ -78,10 +78,13 @@ def _index(view: FolderView, index_name: str) -> tuple[Path, dict[str, str]] | N
     return index_file, weight_map
 
 
-def _weight_files(view: FolderView) -> tuple[list[Path], dict[str, str] | None, Path | None]:
+def _weight_files(view: FolderView, use_safetensors: bool | None = None
+                  ) -> tuple[list[Path], dict[str, str] | None, Path | None]:
     """The checkpoint files of a folder (safetensors first, shards in index order), the index's
-    weight_map (tensor -> shard name) and the index file, if there is one."""
-    for index_name in (SAFE_INDEX, TORCH_INDEX):
+    weight_map (tensor -> shard name) and the index file, if there is one. `use_safetensors` (as transformers'
+    `from_pretrained`): True reads safetensors only, False pytorch_model.bin only."""
+    formats = {None: (0, 1), True: (0,), False: (1,)}[use_safetensors]
+    for index_name in [(SAFE_INDEX, TORCH_INDEX)[i] for i in formats]:
         found = _index(view, index_name)
         if found is None:
             continue
@@ -93,10 +96,13 @@ def _weight_files(view: FolderView) -> tuple[list[Path], dict[str, str] | None, 
             if not _present(p):
                 raise CheckpointError(f"{index_file}: shard {shard!r} is missing from {view.folder}")
         return paths, weight_map, index_file
-    for name in (SAFE_WEIGHTS, TORCH_WEIGHTS):
+    names = [(SAFE_WEIGHTS, TORCH_WEIGHTS)[i] for i in formats]
+    for name in names:
         if _present(view.path(name)):  # a FIFO or folder of that name is refused by the reader, not skipped
             return [view.path(name)], None, None
-    raise CheckpointError(f"no weights in {view.folder}: expected {SAFE_WEIGHTS}, {SAFE_INDEX} or {TORCH_WEIGHTS}")
+    expected = {None: f"{SAFE_WEIGHTS}, {SAFE_INDEX} or {TORCH_WEIGHTS}", True: f"{SAFE_WEIGHTS} or {SAFE_INDEX} "
+                "(use_safetensors=True)", False: f"{TORCH_WEIGHTS} or {TORCH_INDEX} (use_safetensors=False)"}
+    raise CheckpointError(f"no weights in {view.folder}: expected {expected[use_safetensors]}")
 
 
 def weight_files(folder: Path) -> list[Path]:
@@ -329,7 +335,8 @@ def _keys(source: _SafetensorsFile | dict[str, torch.Tensor]) -> list[str]:
     return list(source.entries if isinstance(source, _SafetensorsFile) else source)
 
 
-def read_weights(folder: Path, stamp_of: str = "config.json") -> tuple[LazyTensors, dict[str, Path]]:
+def read_weights(folder: Path, stamp_of: str = "config.json", use_safetensors: bool | None = None
+                 ) -> tuple[LazyTensors, dict[str, Path]]:
     """All tensors of a checkpoint folder (read on first use), and the file each came from (for error
     messages). With an index, each tensor comes from the shard its `weight_map` names; a tensor the map
     omits is taken from the one shard that holds it. `tensors.stamp` is the `identity` of the file
@@ -337,7 +344,7 @@ def read_weights(folder: Path, stamp_of: str = "config.json") -> tuple[LazyTenso
     caller can tell whether the config it read earlier belongs with these weights."""
     tensors, origin = LazyTensors(), {}
     with reading(folder) as view:
-        paths, weight_map, index_file = _weight_files(view)
+        paths, weight_map, index_file = _weight_files(view, use_safetensors)
         names = {view.path(s) if "/" not in s else Path(folder) / s: s for s in (weight_map or {}).values()}
         for path in paths:
             source = _open(path)

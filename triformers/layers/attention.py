@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import record
 from .dropout import dropout
 from .linear import Linear
 
@@ -135,7 +136,12 @@ class Attention(nn.Module):
             q, k, v = self._heads(self.qkv(x), 3)
             if cache is not None:
                 k, v = cache.update(layer, k, v, position)
-        if self.training and self.dropout > 0 and q.device.type == "cpu":
+        recorder = record.current()  # None unless the call asked for attention weights or eager attention
+        if recorder is not None and recorder.eager:
+            y, weights = explicit_attention(q, k, v, mask, is_causal and mask is None, self.scale,
+                                            self.dropout if self.training else 0.0)
+            record.record_attention(weights, self.cross)
+        elif self.training and self.dropout > 0 and q.device.type == "cpu":
             y = _attention_with_dropout(q, k, v, mask, is_causal and mask is None, self.scale, self.dropout)
         else:
             y = F.scaled_dot_product_attention(
@@ -146,16 +152,24 @@ class Attention(nn.Module):
         return self.out(y.transpose(1, 2).reshape(B, T, self.num_heads * self.head_dim))
 
 
-def _attention_with_dropout(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
-                            is_causal: bool, scale: float | None, p: float) -> torch.Tensor:
-    """Attention with dropout on the probabilities, as SDPA's math path computes it on CPU (where its
-    fused kernels take no dropout), but with the mask drawn by `layers.dropout` (~1.5x faster than
-    SDPA's bernoulli: 240 -> ~150 ms of a GPT-2 4 x 256 training step)."""
+def explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+                       is_causal: bool, scale: float | None, p: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attention with its softmax weights formed (returned as the second value), as SDPA's math path computes
+    it: what `output_attentions` and `attn_implementation="eager"` need, and training with dropout on CPU
+    (SDPA's fused CPU kernels take no dropout), the mask drawn by `layers.dropout` (~1.5x faster than SDPA's
+    bernoulli: 240 -> ~150 ms of a GPT-2 4 x 256 training step)."""
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     scores = torch.matmul(q, k.transpose(-2, -1)) * scale  # (B, nh, T, Tk)
     if is_causal:
         scores = torch.where(causal_keep(*scores.shape[-2:], q.device), scores, torch.finfo(scores.dtype).min)
     elif mask is not None:
         scores = scores + mask.to(scores.dtype)  # bf16 under autocast, as SDPA's own inputs would be
-    probs = dropout(torch.softmax(scores, dim=-1), p, True)
-    return torch.matmul(probs.to(v.dtype), v)
+    weights = torch.softmax(scores, dim=-1)
+    probs = dropout(weights, p, True) if p > 0 else weights
+    return torch.matmul(probs.to(v.dtype), v), probs
+
+
+def _attention_with_dropout(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+                            is_causal: bool, scale: float | None, p: float) -> torch.Tensor:
+    """The training path with attention dropout on CPU: `explicit_attention`'s output alone."""
+    return explicit_attention(q, k, v, mask, is_causal, scale, p)[0]

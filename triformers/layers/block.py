@@ -11,6 +11,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from . import record
 
 from ..config import ModelConfig
 from .attention import Attention, KVCache
@@ -103,6 +106,7 @@ class Stack(nn.Module):
         embedding_dropout = config.dropout if config.embedding_dropout is None else config.embedding_dropout
         self.embed_drop = Dropout(embedding_dropout)
         self.drop = Dropout(config.dropout if config.final_norm_dropout else 0.0)  # after the final norm (T5)
+        self.gradient_checkpointing = False  # recompute each block's activations in backward (training only)
 
     def position_ids(self, input_ids: torch.Tensor | None, attention_mask: torch.Tensor | None,
                      T: int, past: int, device: torch.device) -> torch.Tensor:
@@ -186,11 +190,18 @@ class Stack(nn.Module):
                              context_mask=context_mask if context is not None else None)
         # one mask for every layer (issue 15: layers of another kind would each take the plan's mask of their kind)
         mask, is_causal = plan.self_attention(position, T, static)
+        frame = record.open_frame(self)  # None unless the call records hidden states or attentions
+        recompute = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
         for i, block in enumerate(self.layers):
-            x = block(x, mask, is_causal=is_causal, context=context, context_mask=plan.cross, cache=cache, layer=i,
-                      position=position)
+            if frame is not None:
+                frame.hidden_states.append(x)
+            step = dict(is_causal=is_causal, context=context, context_mask=plan.cross, cache=cache, layer=i,
+                        position=position)
+            x = checkpoint(block, x, mask, use_reentrant=False, **step) if recompute else block(x, mask, **step)
         if cache is not None:
             cache.advance(T)
         if self.final_norm is not None:
             x = self.drop(self.final_norm(x))
+        if frame is not None:
+            frame.hidden_states.append(x)
         return x

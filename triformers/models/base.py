@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
+from ..errors import InputError
 from ..layers.onednn import pack, packable, unpack
 from ..layers.storage import row_major
 from ..layers.norms import RMSNorm
@@ -35,24 +36,29 @@ class TransformerModel(nn.Module):
         if torch.get_default_device().type != "meta":  # meta: the loader checks, in the dtype it loads in
             check_model_memory(config, self.family, head, torch.get_default_dtype(), device=torch.get_default_device())
         self.config, self.head = config, head
+        self.attn_implementation = "sdpa"  # or "eager": attention weights formed explicitly (transformers' names)
 
     # -- loading and saving -------------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, *, head: str | None = None,
-                        dtype: torch.dtype | None = None, revision: str | None = None,
                         ignore_mismatched_sizes: bool = False, quantize: str | None = None,
-                        gguf_file: str | os.PathLike | None = None, **config_overrides: Any) -> TransformerModel:
+                        gguf_file: str | os.PathLike | None = None, **kwargs: Any) -> TransformerModel:
         """Load a Hugging Face checkpoint (folder, cache, or hub id); the model is returned in eval().
 
-        `dtype="auto"` keeps the checkpoint's dtype; `quantize="int8"` stores linear weights as int8
-        (weight-only, per-channel scales) for faster CPU inference.
+        Takes transformers' loading keywords (`dtype` / `torch_dtype`, "auto" = the checkpoint's; `device_map`;
+        `attn_implementation`; `revision`, `cache_dir`, `subfolder`, `local_files_only`, `token`,
+        `force_download`; `use_safetensors`; see io/options.py); the other keywords are overrides of the
+        checkpoint's config keys. `quantize="int8"` stores linear weights as int8 (weight-only, per-channel
+        scales) for faster CPU inference.
         """
+        from ..io.options import split
         from ..io.pretrained import load_model, locate
 
-        generation_config = config_overrides.pop("generation_config", None)  # replaces the checkpoint's
-        return load_model(cls, locate(name_or_path, revision, config_overrides, gguf_file), head=head, dtype=dtype,
-                          ignore_mismatched_sizes=ignore_mismatched_sizes, quantize=quantize,
-                          generation_config=generation_config)
+        generation_config = kwargs.pop("generation_config", None)  # replaces the checkpoint's
+        hub, options, config_overrides = split(kwargs)
+        checkpoint = locate(name_or_path, None, config_overrides, gguf_file, hub_options=hub, strict=True)
+        return load_model(cls, checkpoint, head=head, ignore_mismatched_sizes=ignore_mismatched_sizes,
+                          quantize=quantize, generation_config=generation_config, options=options)
 
     @classmethod
     def from_config(cls, config: ModelConfig, *, head: str | None = None, dtype: torch.dtype | None = None):
@@ -144,11 +150,63 @@ class TransformerModel(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.embed_tokens.weight.dtype
 
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
+    def num_parameters(self, only_trainable: bool = False, exclude_embeddings: bool = False) -> int:
+        """Parameters counted once each (a tied head adds none), as transformers counts them."""
+        skip = {id(m.weight) for m in self.modules() if isinstance(m, nn.Embedding)} if exclude_embeddings else set()
+        return sum(p.numel() for p in self.parameters()
+                   if (p.requires_grad or not only_trainable) and id(p) not in skip)
+
+    def can_generate(self) -> bool:
+        return self.head == "lm" and self.family != "encoder"
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.embed_tokens
+
+    def set_input_embeddings(self, embeddings: nn.Embedding) -> None:
+        """Replace the token embeddings (shared by both stacks and a tied head, which follows them)."""
+        from .surface import set_input_embeddings
+
+        set_input_embeddings(self, embeddings)
+
+    def get_output_embeddings(self) -> nn.Module | None:
+        """The LM head's matrix owner: an untied head's Linear, else (tied) the token embeddings; None without
+        a vocabulary head."""
+        from .surface import output_embeddings
+
+        return output_embeddings(self)
+
+    def resize_token_embeddings(self, new_num_tokens: int | None = None, pad_to_multiple_of: int | None = None,
+                                mean_resizing: bool = True) -> nn.Embedding:
+        """Change the vocabulary size (rounded up to `pad_to_multiple_of`): rows kept, new rows the mean of the old
+        (or N(0, initializer_range) with `mean_resizing=False`); an untied head and the output biases follow, a
+        tied head stays tied. Returns the new embedding."""
+        from .surface import resize_token_embeddings
+
+        return resize_token_embeddings(self, new_num_tokens, pad_to_multiple_of, mean_resizing)
+
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None) -> None:
+        """Activation checkpointing per block in training: each block's activations are recomputed in backward
+        (torch.utils.checkpoint, non-reentrant) instead of kept, trading compute for memory."""
+        if gradient_checkpointing_kwargs and gradient_checkpointing_kwargs.get("use_reentrant"):
+            raise InputError("gradient checkpointing here is non-reentrant (use_reentrant=False)")
+        self._set_checkpointing(True)
+
+    def gradient_checkpointing_disable(self) -> None:
+        self._set_checkpointing(False)
+
+    @property
+    def is_gradient_checkpointing(self) -> bool:
+        return any(getattr(m, "gradient_checkpointing", False) for m in self.modules())
+
+    def _set_checkpointing(self, on: bool) -> None:
+        for module in self.modules():
+            if hasattr(module, "gradient_checkpointing") and module is not self:
+                module.gradient_checkpointing = on
+
+    def set_attn_implementation(self, name: str) -> None:
+        from ..io.options import attention
+
+        self.attn_implementation = attention(name)
 
     def max_length(self) -> int | None:
         """How many positions a sequence may have (None when the position scheme has no limit)."""
@@ -205,3 +263,18 @@ class TransformerModel(nn.Module):
         errors (see models/inputs.py); returns the inputs as the model uses them (narrow integer ids widened)."""
         return check_forward(self.config, self.max_length(), input_ids, attention_mask, name, past, position_ids,
                              token_type_ids)
+
+    def check_span(self, batch: int, length: int, attention_mask: torch.Tensor | None, name: str,
+                   past: int = 0) -> None:
+        """Clear errors for an input too long for the positions, or a mask of the wrong shape."""
+        if length == 0:
+            raise InputError(f"{name} is empty (length 0)")
+        limit = self.max_length()
+        if limit is not None and past + length > limit:
+            raise InputError(f"{name} has {past + length} positions but the model has at most "
+                             f"{limit}; truncate the input (e.g. tokenizer(..., truncation=True, max_length={limit}))")
+        if attention_mask is not None:
+            expected = (batch, past + length)
+            if not isinstance(attention_mask, torch.Tensor) or tuple(attention_mask.shape) != expected:
+                got = tuple(attention_mask.shape) if isinstance(attention_mask, torch.Tensor) else attention_mask
+                raise InputError(f"attention_mask for {name} must have shape {expected}, got {got}")

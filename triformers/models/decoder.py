@@ -19,6 +19,7 @@ from ..layers.masks import MaskPlan
 from .base import TransformerModel
 from .heads import SequenceClassifier, causal_lm_loss, select_token, sequence_classification_loss
 from .outputs import ModelOutput
+from .surface import Call, embeddings
 
 
 class DecoderModel(TransformerModel):
@@ -41,14 +42,21 @@ class DecoderModel(TransformerModel):
     def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
                 position_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None,
                 cache: KVCache | None = None, logits_to_keep: int = 0, check: bool = True,
-                plan: MaskPlan | None = None, cache_position: torch.Tensor | None = None) -> ModelOutput:
-        past = cache.length if cache is not None else 0
-        if check:
-            input_ids, attention_mask, position_ids, _ = self.check_inputs(input_ids, attention_mask, past=past,
-                                                                           position_ids=position_ids)
-        hidden = self.decoder(self.embed_tokens(input_ids), input_ids=input_ids, attention_mask=attention_mask,
-                              position_ids=position_ids, cache=cache, plan=plan,
-                              cache_position=cache_position)  # (B, T, H)
+                plan: MaskPlan | None = None, cache_position: torch.Tensor | None = None, *,
+                inputs_embeds: torch.Tensor | None = None, past_key_values: KVCache | None = None,
+                use_cache: bool | None = None, output_attentions: bool | None = None,
+                output_hidden_states: bool | None = None, return_dict: bool | None = None) -> ModelOutput | tuple:
+        call = Call(self, cache=cache, past_key_values=past_key_values, use_cache=use_cache,
+                    output_attentions=output_attentions, output_hidden_states=output_hidden_states,
+                    return_dict=return_dict)
+        past = call.cache.length if call.cache is not None else 0
+        embeds, (input_ids, attention_mask, position_ids, _) = embeddings(
+            self, input_ids, inputs_embeds, attention_mask, "input_ids", past, check, position_ids)  # (B, T, H)
+        cache = call.kv_cache(self.decoder, embeds.shape[0], embeds.shape[1])
+        with call.record():
+            hidden = self.decoder(embeds, input_ids=input_ids, attention_mask=attention_mask,
+                                  position_ids=position_ids, cache=cache, plan=plan,
+                                  cache_position=cache_position)  # (B, T, H)
         out = ModelOutput(last_hidden_state=hidden)
         if self.head == "lm":
             out.logits = self.lm_logits(hidden[:, -logits_to_keep:] if logits_to_keep else hidden)
@@ -58,4 +66,4 @@ class DecoderModel(TransformerModel):
             out.logits = self.classifier(select_token(hidden, "last", input_ids, self.config))
             if labels is not None:
                 out.loss = sequence_classification_loss(out.logits, labels, self.config)
-        return out
+        return call.finish(out)

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import ModelConfig
+from ..errors import InputError
 from ..layers.block import Stack
 from ..layers.dropout import Dropout
 from ..layers.embedding import Embedding
@@ -18,6 +19,7 @@ from .base import TransformerModel
 from .heads import (MLMHead, SequenceClassifier, select_token, sequence_classification_loss, span_loss,
                     token_loss)
 from .outputs import Deferred, ModelOutput
+from .surface import Call, embeddings, positions_for_embeds
 
 
 class EncoderModel(TransformerModel):
@@ -41,11 +43,20 @@ class EncoderModel(TransformerModel):
     def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
                 labels: torch.Tensor | None = None, start_positions: torch.Tensor | None = None,
-                end_positions: torch.Tensor | None = None) -> ModelOutput:
-        input_ids, attention_mask, position_ids, token_type_ids = self.check_inputs(
-            input_ids, attention_mask, position_ids=position_ids, token_type_ids=token_type_ids)
-        hidden = self.encoder(self.embed_tokens(input_ids), input_ids=input_ids, attention_mask=attention_mask,
-                              token_type_ids=token_type_ids, position_ids=position_ids)  # (B, T, H)
+                end_positions: torch.Tensor | None = None, *, inputs_embeds: torch.Tensor | None = None,
+                output_attentions: bool | None = None, output_hidden_states: bool | None = None,
+                return_dict: bool | None = None, use_cache: bool | None = None) -> ModelOutput | tuple:
+        call = Call(self, cache=None, past_key_values=None, use_cache=use_cache, output_attentions=output_attentions,
+                    output_hidden_states=output_hidden_states, return_dict=return_dict)
+        embeds, (input_ids, attention_mask, position_ids, token_type_ids) = embeddings(
+            self, input_ids, inputs_embeds, attention_mask, "input_ids", position_ids=position_ids,
+            token_type_ids=token_type_ids)  # (B, T, H)
+        if inputs_embeds is not None and token_type_ids is not None:
+            self.check_token_types(token_type_ids, embeds.shape[:2])
+        position_ids = positions_for_embeds(self, input_ids, embeds, position_ids)
+        with call.record():
+            hidden = self.encoder(embeds, input_ids=input_ids, attention_mask=attention_mask,
+                                  token_type_ids=token_type_ids, position_ids=position_ids)  # (B, T, H)
         out = ModelOutput(last_hidden_state=hidden)
         if self.pooler is not None:
             out.pooler_output = torch.tanh(self.pooler(hidden[:, 0]))
@@ -73,11 +84,23 @@ class EncoderModel(TransformerModel):
             out.start_logits, out.end_logits = start.contiguous(), end.contiguous()
             if start_positions is not None and end_positions is not None:
                 out.loss = span_loss(out.start_logits, out.end_logits, start_positions, end_positions)
-        return out
+        return call.finish(out)
+
+    def check_token_types(self, token_type_ids: torch.Tensor, shape: torch.Size) -> None:
+        """A clear error for token types of the wrong shape (B, T) or outside the type vocabulary."""
+        types = self.config.type_vocab_size
+        if not isinstance(token_type_ids, torch.Tensor) or token_type_ids.shape != shape:
+            got = tuple(token_type_ids.shape) if isinstance(token_type_ids, torch.Tensor) else token_type_ids
+            raise InputError(f"token_type_ids must have the shape of input_ids {tuple(shape)}, got {got}")
+        bad = (token_type_ids < 0) | (token_type_ids >= max(types, 1))
+        if bool(bad.any()):
+            b, t = (int(i) for i in bad.nonzero()[0])
+            raise InputError(f"token_type_ids[{b}, {t}] = {int(token_type_ids[b, t])} is outside the "
+                             f"{types} token types of this model (0..{max(types - 1, 0)})")
 
     def embed(self, input_ids, attention_mask=None, pooling: str = "mean", normalize: bool = True):
         """Sentence embeddings: mean (over non-pad tokens) or CLS pooling, optionally L2-normalised."""
-        hidden = self(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        hidden = self(input_ids=input_ids, attention_mask=attention_mask, return_dict=True).last_hidden_state
         if pooling == "cls":
             vectors = hidden[:, 0]
         else:

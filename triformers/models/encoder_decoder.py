@@ -21,6 +21,7 @@ from .base import TransformerModel
 from .heads import SequenceClassifier, select_token, sequence_classification_loss, token_loss
 from .inputs import as_indices, check_context
 from .outputs import ModelOutput
+from .surface import Call, embeddings
 
 
 def shift_right(labels: torch.Tensor, start_token_id: int, pad_token_id: int) -> torch.Tensor:
@@ -54,9 +55,11 @@ class EncoderDecoderModel(TransformerModel):
         if self.final_logits_bias is not None and (modules is None or self in modules):
             self.final_logits_bias.zero_()
 
-    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        input_ids, attention_mask, _, _ = self.check_inputs(input_ids, attention_mask)
-        return self.encoder(self.embed_tokens(input_ids), input_ids=input_ids, attention_mask=attention_mask)
+    def encode(self, input_ids: torch.Tensor | None, attention_mask: torch.Tensor | None = None,
+               inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
+        embeds, (input_ids, attention_mask, _, _) = embeddings(self, input_ids, inputs_embeds, attention_mask,
+                                                               "input_ids")  # (B, S, H)
+        return self.encoder(embeds, input_ids=input_ids, attention_mask=attention_mask)
 
     def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         if self.config.output_scale != 1.0:  # T5 v1.0: d_model**-0.5, tied or not (as transformers)
@@ -73,33 +76,44 @@ class EncoderDecoderModel(TransformerModel):
                 decoder_input_ids: torch.Tensor | None = None, decoder_attention_mask: torch.Tensor | None = None,
                 labels: torch.Tensor | None = None, encoder_outputs: torch.Tensor | None = None,
                 cache: KVCache | None = None, logits_to_keep: int = 0, check: bool = True,
-                plan: MaskPlan | None = None, cache_position: torch.Tensor | None = None) -> ModelOutput:
+                plan: MaskPlan | None = None, cache_position: torch.Tensor | None = None, *,
+                inputs_embeds: torch.Tensor | None = None, decoder_inputs_embeds: torch.Tensor | None = None,
+                past_key_values: KVCache | None = None, use_cache: bool | None = None,
+                output_attentions: bool | None = None, output_hidden_states: bool | None = None,
+                return_dict: bool | None = None) -> ModelOutput | tuple:
         config = self.config
-        if encoder_outputs is None:
-            encoder_outputs = self.encode(input_ids, attention_mask)  # (B, S, H)
-        elif check:
-            check_context(encoder_outputs, attention_mask, config.hidden_size)
-        if decoder_input_ids is None:
-            source = labels if self.head == "lm" else input_ids
-            if source is None:
-                raise InputError("give decoder_input_ids (or "
-                                 + ("labels" if self.head == "lm" else "input_ids") + ", from which they are made)")
-            if config.decoder_start_token_id is None or config.pad_token_id is None:
-                raise InputError(f"{config.model_type} config has no decoder_start_token_id / pad_token_id "
-                                 "to make decoder_input_ids from; pass decoder_input_ids")
-            source = as_indices(source, "labels" if self.head == "lm" else "input_ids")
-            decoder_input_ids = shift_right(source, config.decoder_start_token_id, config.pad_token_id)
-        past = cache.length if cache is not None else 0
-        if check:
-            decoder_input_ids, decoder_attention_mask, _, _ = self.check_inputs(
-                decoder_input_ids, decoder_attention_mask, "decoder_input_ids", past=past)
-            if decoder_input_ids.shape[0] != encoder_outputs.shape[0]:
-                raise InputError(f"decoder_input_ids has {decoder_input_ids.shape[0]} rows but the encoder output "
+        call = Call(self, cache=cache, past_key_values=past_key_values, use_cache=use_cache,
+                    output_attentions=output_attentions, output_hidden_states=output_hidden_states,
+                    return_dict=return_dict)
+        given_encoder_outputs = encoder_outputs
+        if isinstance(encoder_outputs, (ModelOutput, tuple, list)):  # transformers passes its output object
+            encoder_outputs = encoder_outputs[0]
+        with call.record():
+            if encoder_outputs is None:
+                encoder_outputs = self.encode(input_ids, attention_mask, inputs_embeds)  # (B, S, H)
+            elif check:
+                check_context(encoder_outputs, attention_mask, config.hidden_size)
+            if decoder_input_ids is None and decoder_inputs_embeds is None:
+                source = labels if self.head == "lm" else input_ids
+                if source is None:
+                    raise InputError("give decoder_input_ids (or "
+                                     + ("labels" if self.head == "lm" else "input_ids") + ", from which they are made)")
+                if config.decoder_start_token_id is None or config.pad_token_id is None:
+                    raise InputError(f"{config.model_type} config has no decoder_start_token_id / pad_token_id "
+                                     "to make decoder_input_ids from; pass decoder_input_ids")
+                source = as_indices(source, "labels" if self.head == "lm" else "input_ids")
+                decoder_input_ids = shift_right(source, config.decoder_start_token_id, config.pad_token_id)
+            past = call.cache.length if call.cache is not None else 0
+            embeds, (decoder_input_ids, decoder_attention_mask, _, _) = embeddings(
+                self, decoder_input_ids, decoder_inputs_embeds, decoder_attention_mask, "decoder_input_ids", past,
+                check)  # (B, T, H)
+            if check and embeds.shape[0] != encoder_outputs.shape[0]:
+                raise InputError(f"decoder_input_ids has {embeds.shape[0]} rows but the encoder output "
                                  f"{encoder_outputs.shape[0]}")
-        hidden = self.decoder(self.embed_tokens(decoder_input_ids), input_ids=decoder_input_ids,
-                              attention_mask=decoder_attention_mask, context=encoder_outputs,
-                              context_mask=attention_mask, cache=cache, plan=plan,
-                              cache_position=cache_position)  # (B, T, H)
+            cache = call.kv_cache(self.decoder, embeds.shape[0], embeds.shape[1])
+            hidden = self.decoder(embeds, input_ids=decoder_input_ids, attention_mask=decoder_attention_mask,
+                                  context=encoder_outputs, context_mask=attention_mask, cache=cache, plan=plan,
+                                  cache_position=cache_position)  # (B, T, H)
         out = ModelOutput(last_hidden_state=hidden, encoder_last_hidden_state=encoder_outputs)
         if self.head == "lm":
             out.logits = self.lm_logits(hidden[:, -logits_to_keep:] if logits_to_keep else hidden)
@@ -109,4 +123,4 @@ class EncoderDecoderModel(TransformerModel):
             out.logits = self.classifier(select_token(hidden, "eos", input_ids, config))
             if labels is not None:
                 out.loss = sequence_classification_loss(out.logits, labels, config)
-        return out
+        return call.finish(out, given_encoder_outputs)
