@@ -44,6 +44,7 @@ class Checkpoint:
     config: ModelConfig
     overrides: dict[str, Any] | None = None
     stamp: tuple[int, ...] | None = None  # config.json's `identity` when it was read
+    name: str | None = None  # the name or path it was asked for by (a hub id, a folder)
 
     @property
     def config_file(self) -> Path:
@@ -98,13 +99,13 @@ def locate(name_or_path: str | os.PathLike | Checkpoint, revision: str | None = 
     if isinstance(name_or_path, Checkpoint):
         if not overrides:
             return name_or_path
-        folder = name_or_path.folder
+        folder, name = name_or_path.folder, name_or_path.name
     else:
-        folder = hub.resolve(name_or_path, revision=revision)
+        folder, name = hub.resolve(name_or_path, revision=revision), str(name_or_path)
     with reading(folder) as view:
         dialect, config = read_config(folder, overrides)
         stamp = identity(view.path("config.json"))
-    return Checkpoint(folder, dialect, config, dict(overrides or {}), stamp)
+    return Checkpoint(folder, dialect, config, dict(overrides or {}), stamp, name)
 
 
 def config_to_json(config: ModelConfig, head: str | None) -> dict[str, Any]:
@@ -123,7 +124,8 @@ def load_model(cls, checkpoint: Checkpoint, *, head: str | None = None, dtype: t
         tensors, origin = read_weights(checkpoint.folder)
         if checkpoint.stamp is None or tensors.stamp == checkpoint.stamp:
             break
-        checkpoint = locate(checkpoint.folder, overrides=checkpoint.overrides)
+        name, checkpoint = checkpoint.name, locate(checkpoint.folder, overrides=checkpoint.overrides)
+        checkpoint.name = name
     else:
         raise CheckpointError(f"{checkpoint.folder} was saved again each time it was read; load it once it is quiet")
     dialect, config = checkpoint.dialect, checkpoint.config
@@ -142,6 +144,7 @@ def load_model(cls, checkpoint: Checkpoint, *, head: str | None = None, dtype: t
         from ..layers.int8 import quantize_int8
 
         quantize_int8(model)
+    model.name_or_path = checkpoint.name or str(checkpoint.folder)  # as transformers: what it was loaded from
     return model
 
 

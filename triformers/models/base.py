@@ -139,6 +139,12 @@ class TransformerModel(nn.Module):
     def get_input_embeddings(self) -> nn.Embedding:
         return self.embed_tokens
 
+    def get_output_embeddings(self) -> nn.Module | None:
+        """The vocabulary projection when it is a module of its own (untied, or a quantized copy): transformers'
+        name; None when the head reads the embedding matrix (tied) or the model has no LM head."""
+        head = getattr(self, "lm_head", None)
+        return head if head is not None else getattr(getattr(self, "mlm", None), "decoder", None)
+
     def max_length(self) -> int | None:
         """How many positions a sequence may have (None when the position scheme has no limit)."""
         config = self.config
