@@ -14,38 +14,16 @@ GenerationConfig` works, the test is an expected failure at the first cell that 
 
 from __future__ import annotations
 
-import csv
-import random
-
 import pytest
-from trainer_assets import Rouge, hub_cache, sentence, tiny_t5
+from trainer_assets import Rouge, lab_world
 
 datasets = pytest.importorskip("datasets")
-
-
-def write_dialogsum(path, n: int, rng: random.Random) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["id", "dialogue", "summary", "topic"])
-        for i in range(n):
-            turns = "\n".join(f"#Person{1 + t % 2}#: {sentence(rng, rng.randint(4, 9))}." for t in range(4))
-            writer.writerow([f"{path.stem}_{i}", turns, f"#Person1# talks about {sentence(rng, 3)}.", "chat"])
 
 
 @pytest.fixture
 def lab(tmp_path, monkeypatch):
     """The lab's world: flan-t5-base in an offline cache, DialogSum as local CSVs, the notebook's folder as cwd."""
-    cache = hub_cache(tmp_path / "hub", "google/flan-t5-base", tiny_t5(tmp_path / "tiny-flan-t5"))
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "datasets-cache"))
-    rng = random.Random(0)
-    files = {}
-    for split, n in (("train", 300), ("validation", 200), ("test", 250)):  # >= 201 test rows: the lab's index 200
-        files[split] = str(tmp_path / f"{split}.csv")
-        write_dialogsum(tmp_path / f"{split}.csv", n, rng)
-    monkeypatch.chdir(tmp_path)
-    return files
+    return lab_world(tmp_path, monkeypatch)
 
 
 def test_lab2_full_fine_tuning(lab, capsys):

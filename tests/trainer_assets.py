@@ -7,6 +7,7 @@ recipes call (`.compute(predictions=..., references=...)`), on rouge-score, nump
 
 from __future__ import annotations
 
+import csv
 import json
 import random
 import shutil
@@ -111,3 +112,29 @@ class Seqeval:
                 "overall_recall": metrics.recall_score(references, predictions),
                 "overall_f1": metrics.f1_score(references, predictions),
                 "overall_accuracy": metrics.accuracy_score(references, predictions)}
+
+
+def write_dialogsum(path: Path, n: int, rng: random.Random) -> None:
+    """A DialogSum-shaped CSV (id, dialogue, summary, topic) of `n` rows."""
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "dialogue", "summary", "topic"])
+        for i in range(n):
+            turns = "\n".join(f"#Person{1 + t % 2}#: {sentence(rng, rng.randint(4, 9))}." for t in range(4))
+            writer.writerow([f"{path.stem}_{i}", turns, f"#Person1# talks about {sentence(rng, 3)}.", "chat"])
+
+
+def lab_world(tmp_path: Path, monkeypatch) -> dict[str, str]:
+    """The course's Lab 2 world: a tiny flan-t5-base in an offline cache, DialogSum as local CSVs (the split ->
+    file map `load_dataset("csv", data_files=...)` takes), the notebook's folder as cwd."""
+    cache = hub_cache(tmp_path / "hub", "google/flan-t5-base", tiny_t5(tmp_path / "tiny-flan-t5"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "datasets-cache"))
+    rng = random.Random(0)
+    files = {}
+    for split, n in (("train", 300), ("validation", 200), ("test", 250)):  # >= 201 test rows: the lab's index 200
+        files[split] = str(tmp_path / f"{split}.csv")
+        write_dialogsum(tmp_path / f"{split}.csv", n, rng)
+    monkeypatch.chdir(tmp_path)
+    return files

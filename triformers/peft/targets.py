@@ -104,7 +104,7 @@ def _rows(tensor: torch.Tensor, probe: torch.Tensor) -> tuple[range | tuple[int,
 def _row_blocks(rule: Rule, out: int, weight: bool, config) -> list | None:
     """For a rule on one of our (out, in) weights or (out,) biases: each checkpoint tensor's rows (see `_rows`)."""
     count = out * (PROBE_WIDTH if weight else 1)
-    probe = torch.arange(count, dtype=torch.float64)
+    probe = torch.arange(count, dtype=torch.float64, device="cpu")  # also while building on the meta device
     probe = probe.view(out, PROBE_WIDTH) if weight else probe
     try:
         tensors = rule.save(probe, config) if rule.save else (probe,)
