@@ -168,12 +168,17 @@ class LoraLinear(nn.Module):
 
 
 def _add_columns(y: torch.Tensor, columns: slice | torch.Tensor, value: torch.Tensor) -> torch.Tensor:
-    """y with `value` added into its last-dimension `columns` (in place: the base layer's output is not needed by
-    its backward), computed in the wider of the two dtypes and rounded to y's, as peft's `result + lora` is."""
-    if isinstance(columns, slice):
+    """y with `value` added into its last-dimension `columns`, computed in the wider of the two dtypes and rounded to
+    y's, as peft's `result + lora` is. A block of columns is added in place (the base layer's output is not needed by
+    its backward); all of them, or an index, out of place (autograd refuses an in-place write over the whole of a
+    view of a tensor that needs no gradient, which the base layer's output is in the first layer)."""
+    if isinstance(columns, slice) and (columns.start, columns.stop) != (0, y.shape[-1]):
         y[..., columns] += value
         return y
-    return y.index_add_(-1, columns.to(y.device), value.to(y.dtype) if value.dtype != y.dtype else value)
+    if isinstance(columns, slice):
+        return (y + value).to(y.dtype)
+    wide = value.dtype if value.dtype.itemsize > y.dtype.itemsize else y.dtype
+    return y.to(wide).index_add(-1, columns.to(y.device), value.to(wide)).to(y.dtype)
 
 
 class ModulesToSave(nn.Module):
