@@ -12,13 +12,13 @@ adapter (`peft-dialogue-summary-checkpoint-from-s3`) is the adapter this run tra
 from __future__ import annotations
 
 import pytest
-from trainer_assets import Rouge, lab_world
+from trainer_assets import Rouge, course_lab
 
 datasets = pytest.importorskip("datasets")
 
 
 def test_lab2_peft(tmp_path, monkeypatch, capsys):
-    lab = lab_world(tmp_path, monkeypatch)
+    lab = course_lab(tmp_path, monkeypatch)
     # ---- 1.1 - 2.1: imports, data, model, tokenized data (as the lab, GenerationConfig apart until it exists)
     import time
 
