@@ -1,6 +1,7 @@
 """LoRA adapters (triformers.peft) against the real peft 0.21 over transformers 5.24: adapter files move both
 ways with equal logits, print_trainable_parameters gives peft's counts (and the course's 3,538,944 for
-flan-t5-base at r=32 on q, v), merging, disabling and switching adapters, and the configs refused.
+flan-t5-base at r=32 on q, v), every dialect's target names (lists, regexes, "all-linear") select peft's modules,
+merging, disabling and switching adapters, and the configs refused.
 
 Tolerance: logits atol 1e-5 (rtol 0): the adapters are random (init_lora_weights=False, B scaled down so that
 the logits stay at the scale of the base model's), so the comparison tests the mapping of every A/B pair onto the
@@ -24,6 +25,10 @@ FAMILIES = {  # name: (transformers class, triformers class, config, LoRA settin
            dict(vocab_size=100, d_model=32, d_ff=64, d_kv=16, num_layers=2, num_heads=2, feed_forward_proj="gated-gelu",
                 tie_word_embeddings=False, decoder_start_token_id=0, dropout_rate=0.0),
            dict(target_modules=["q", "v", "wo"], task_type="SEQ_2_SEQ_LM")),
+    "t5-relu": ("T5ForConditionalGeneration", "AutoModelForSeq2SeqLM",  # T5 v1.0's feed-forward: wi, wo
+                dict(vocab_size=100, d_model=32, d_ff=64, d_kv=16, num_layers=2, num_heads=2, feed_forward_proj="relu",
+                     decoder_start_token_id=0, dropout_rate=0.0),
+                dict(target_modules=["q", "v", "wi"], task_type="SEQ_2_SEQ_LM")),
     "bart": ("BartForConditionalGeneration", "AutoModelForSeq2SeqLM",
              dict(vocab_size=100, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2,
                   decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=64),
@@ -38,7 +43,8 @@ FAMILIES = {  # name: (transformers class, triformers class, config, LoRA settin
              dict(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64),
              dict(target_modules=["query", "value", "dense"], task_type="SEQ_CLS", bias="lora_only")),
 }
-CONFIGS = {"t5": "T5Config", "bart": "BartConfig", "gpt2": "GPT2Config", "bloom": "BloomConfig", "bert": "BertConfig"}
+CONFIGS = {"t5": "T5Config", "t5-relu": "T5Config", "bart": "BartConfig", "gpt2": "GPT2Config", "bloom": "BloomConfig",
+           "bert": "BertConfig"}
 
 
 @pytest.fixture(scope="module")
@@ -253,3 +259,43 @@ def test_adapter_for_another_model_is_refused(checkpoints, tmp_path):
     base = triformers.AutoModelForSeq2SeqLM.from_pretrained(checkpoints["t5"])
     with pytest.raises(CheckpointError, match=r"lora_A.weight has shape \(8, 32\), this model needs \(4, 32\)"):
         PeftModel.from_pretrained(base, tmp_path / "peft", config=LoraConfig(r=4, target_modules=["q", "v", "wo"]))
+
+
+TARGETS = [  # (family, target_modules): every transformers module name of each dialect, regexes, "all-linear"
+    ("t5", ["q", "k", "v", "o", "wi_0", "wi_1", "wo"]),
+    ("t5", r".*decoder.*\.(q|v|EncDecAttention\.k)"),
+    ("t5", "all-linear"),
+    ("t5-relu", ["wi", "wo", "q", "o"]),
+    ("t5-relu", "all-linear"),
+    ("bart", ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"]),
+    ("bart", r"model\.encoder\.layers\.1\..*_proj"),
+    ("bart", "all-linear"),
+    ("gpt2", ["c_attn", "c_proj", "c_fc"]),
+    ("gpt2", r".*h\.1\.(mlp\.c_fc|attn\.c_attn)"),
+    ("gpt2", "all-linear"),
+    ("bert", ["query", "key", "value", "dense"]),
+    ("bert", "all-linear"),
+    ("bloom", ["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"]),
+]
+
+
+@pytest.mark.parametrize("family, targets", TARGETS, ids=lambda v: v if isinstance(v, str) else ",".join(v))
+def test_target_names_select_what_peft_selects(checkpoints, family, targets, tmp_path):
+    """Each dialect's transformers names, a regex and "all-linear" put LoRA on the modules peft puts it on (the
+    same adapter keys and counts), and peft's adapter over them gives our logits to atol 1e-5."""
+    reference = peft_adapter(checkpoints[family], family, target_modules=targets, rank_pattern={})
+    randomise(reference)
+    reference.save_pretrained(tmp_path / "peft")
+    base = getattr(triformers, FAMILIES[family][1]).from_pretrained(checkpoints[family])
+    ours = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, init_lora_weights=False,
+                                           **{**FAMILIES[family][3], "target_modules": targets, "rank_pattern": {}}))
+    assert ours.get_nb_trainable_parameters() == reference.get_nb_trainable_parameters()
+    ours.save_pretrained(tmp_path / "ours")
+    from safetensors.torch import load_file
+
+    assert set(load_file(tmp_path / "ours" / "adapter_model.safetensors")) == set(
+        load_file(tmp_path / "peft" / "adapter_model.safetensors"))
+    loaded = PeftModel.from_pretrained(getattr(triformers, FAMILIES[family][1]).from_pretrained(checkpoints[family]),
+                                       tmp_path / "peft")
+    ids = ids_for(7)
+    torch.testing.assert_close(logits(loaded, family, ids), logits(reference, family, ids), atol=1e-5, rtol=0)
