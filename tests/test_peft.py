@@ -276,19 +276,22 @@ TARGETS = [  # (family, target_modules): every transformers module name of each 
     ("bert", ["query", "key", "value", "dense"]),
     ("bert", "all-linear"),
     ("bloom", ["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"]),
+    ("gpt2", {"target_modules": ["c_attn", "c_fc"], "layers_to_transform": [1]}),
+    ("t5", {"target_modules": ["q", "wi_1"], "layers_to_transform": 0, "layers_pattern": "block"}),
 ]
 
 
-@pytest.mark.parametrize("family, targets", TARGETS, ids=lambda v: v if isinstance(v, str) else ",".join(v))
+@pytest.mark.parametrize("family, targets", TARGETS, ids=lambda v: v if isinstance(v, str) else ",".join(map(str, v)))
 def test_target_names_select_what_peft_selects(checkpoints, family, targets, tmp_path):
     """Each dialect's transformers names, a regex and "all-linear" put LoRA on the modules peft puts it on (the
     same adapter keys and counts), and peft's adapter over them gives our logits to atol 1e-5."""
-    reference = peft_adapter(checkpoints[family], family, target_modules=targets, rank_pattern={})
+    settings = targets if isinstance(targets, dict) else {"target_modules": targets}
+    reference = peft_adapter(checkpoints[family], family, **settings, rank_pattern={})
     randomise(reference)
     reference.save_pretrained(tmp_path / "peft")
     base = getattr(triformers, FAMILIES[family][1]).from_pretrained(checkpoints[family])
     ours = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, init_lora_weights=False,
-                                           **{**FAMILIES[family][3], "target_modules": targets, "rank_pattern": {}}))
+                                           **{**FAMILIES[family][3], **settings, "rank_pattern": {}}))
     assert ours.get_nb_trainable_parameters() == reference.get_nb_trainable_parameters()
     ours.save_pretrained(tmp_path / "ours")
     from safetensors.torch import load_file
