@@ -35,6 +35,7 @@ class BartDialect(Dialect):
     recipe = Recipe("text_infilling", "roberta",  # BART decodes from </s> and ends with </s> forced
                     special_ids=(("decoder_start_token_id", "eos_token_id"), ("forced_eos_token_id", "eos_token_id")))
     base_prefix = "model."
+    lora_targets = ("q_proj", "v_proj")
     architectures = {None: "BartModel", "lm": "BartForConditionalGeneration",
                      "sequence_classification": "BartForSequenceClassification"}
     # the tied LM head (a copy of `shared`) and fairseq's version buffers

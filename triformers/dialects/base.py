@@ -186,6 +186,7 @@ class Dialect:
     ignore: tuple[str, ...] = ()  # regexes of checkpoint keys dropped silently (buffers, tied copies)
     keys: tuple[Key, ...] = ()  # config.json keys <-> ModelConfig fields, in reading order
     fixed: dict[str, Any] = {}  # ModelConfig flags every checkpoint of the dialect has (norm placement, ...)
+    lora_targets: tuple[str, ...] = ()  # peft's default LoRA target_modules for this model_type (transformers' names)
 
     def config_from_hf(self, hf: dict[str, Any], where: str) -> ModelConfig:
         """config.json keys -> ModelConfig; keys the table does not read are kept in `extra`."""

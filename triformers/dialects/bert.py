@@ -46,6 +46,7 @@ class BertDialect(Dialect):
     family = "encoder"
     recipe = Recipe("mlm", "wordpiece")
     base_prefix = "bert."
+    lora_targets = ("query", "value")
     architectures = {None: "BertModel", "mlm": "BertForMaskedLM",
                      "sequence_classification": "BertForSequenceClassification",
                      "token_classification": "BertForTokenClassification",

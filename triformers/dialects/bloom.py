@@ -45,6 +45,7 @@ class BloomDialect(Dialect):
     family = "decoder"
     recipe = Recipe("clm", "bpe")
     base_prefix = "transformer."
+    lora_targets = ("query_key_value",)
     architectures = {None: "BloomModel", "lm": "BloomForCausalLM",
                      "sequence_classification": "BloomForSequenceClassification"}
     # transformers v5 omits the tied lm_head on save; older checkpoints carry it as a copy of the embeddings

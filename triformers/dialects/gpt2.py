@@ -20,6 +20,7 @@ class GPT2Dialect(Dialect):
     family = "decoder"
     recipe = Recipe("clm", "bpe")
     base_prefix = "transformer."
+    lora_targets = ("c_attn",)
     architectures = {None: "GPT2Model", "lm": "GPT2LMHeadModel",
                      "sequence_classification": "GPT2ForSequenceClassification"}
     ignore = (r"attn\.bias$", r"attn\.masked_bias$", r"^lm_head\.weight$")

@@ -59,6 +59,7 @@ class T5Dialect(Dialect):
     family = "encoder-decoder"
     recipe = Recipe("span_corruption", "unigram", special_ids=(("decoder_start_token_id", "pad_token_id"),))
     base_prefix = ""
+    lora_targets = ("q", "v")
     architectures = {None: "T5Model", "lm": "T5ForConditionalGeneration"}
     # a tied copy of `shared` (only ignored once `config_for_weights` found it equal), and the relative
     # bias table old checkpoints carry in cross-attention, which T5 never uses

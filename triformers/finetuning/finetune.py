@@ -24,6 +24,15 @@ held-out loss, and the last ones written to `eval_results.json`; all are fractio
 (QA: windows) unless `--steps` gives it; the defaults (`finetuning_arguments`) are transformers' with a 10%
 warmup, evaluation every epoch and batches grouped by length (less padding, as transformers' group_by_length).
 Without an eval file nothing is evaluated.
+
+`--lora r=16,alpha=32,targets=q,v` trains a LoRA adapter (`triformers.peft`) over the frozen model instead, plus
+a new task head (peft's task types put it in modules_to_save); checkpoints hold the trainable tensors only, and
+output_dir holds the adapter (adapter_config.json, adapter_model.safetensors: peft's layout, which
+`PeftModel.from_pretrained(base, output_dir)` in triformers or in peft reads) with the tokenizer. `--merge-lora`
+also writes the merged model to output_dir/merged, a plain checkpoint for the Auto classes and the pipelines:
+
+    triformers finetune --task seq2seq --model t5-dir --train s.jsonl --lora r=16,alpha=32,targets=q,v --lr 1e-3 \
+        --merge-lora --out summ-lora
 """
 
 from __future__ import annotations
@@ -40,7 +49,7 @@ from ..auto import AutoConfig
 from ..tokenization import AutoTokenizer
 from ..training import Trainer
 from .data import FinetuneError, PaddingCollator
-from .options import FinetuneOptions, FinetuneResult
+from .options import FinetuneOptions, FinetuneResult, lora_config
 from .tasks import TASKS
 
 
@@ -72,6 +81,10 @@ def finetune(options: FinetuneOptions) -> FinetuneResult:
     torch.manual_seed(options.training.seed)  # the new head's initial weights
     model = task.auto_class.from_pretrained(options.model, **overrides)
     task.family = model.family
+    if options.lora:
+        from ..peft import get_peft_model
+
+        model = get_peft_model(model, lora_config(options.lora, options.task))
     model.train()
     train_features, eval_features = task.features(train_records), task.features(eval_records)
     args = options.training
@@ -92,4 +105,8 @@ def finetune(options: FinetuneOptions) -> FinetuneResult:
     metrics = {k: v for k, v in final.items() if k != "step"}
     if metrics and trainer.dist.is_main:
         (Path(args.output_dir) / "eval_results.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    if options.merge_lora:
+        model = model.merge_and_unload()  # the adapter is saved; the merged model is what the result holds
+        if trainer.dist.is_main:
+            export(model, Path(args.output_dir) / "merged")
     return FinetuneResult(result, metrics, model, tokenizer)

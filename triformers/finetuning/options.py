@@ -46,10 +46,70 @@ class FinetuneOptions:
     max_target_length: int = option(64, "seq2seq: target tokens, and new tokens generated at evaluation",
                                     minimum=1)
     num_beams: int = option(1, "seq2seq: beam width at evaluation", minimum=1)
+    lora: str | None = option(None, "train a LoRA adapter instead of every weight: 'r=16,alpha=32,targets=q,v' "
+                              "(keys r, alpha, dropout, targets, bias, modules_to_save; targets are transformers' "
+                              "module names for the checkpoint, or all-linear; none given: the dialect's default). "
+                              "output_dir then holds the adapter in peft's layout (PeftModel.from_pretrained); "
+                              "LoRA usually wants a larger learning rate (1e-3)")
+    merge_lora: bool = option(False, "with --lora: also write the merged model (loads with the Auto classes) to "
+                              "<output_dir>/merged")
     training: TrainingArguments = option(help="training", factory=finetuning_arguments)
 
     def __post_init__(self) -> None:
         check_fields(self, FinetuneError)
+        if self.merge_lora and not self.lora:
+            raise FinetuneError("FinetuneOptions: merge_lora needs lora (there is no adapter to merge)")
+        if self.lora:
+            lora_config(self.lora, self.task)  # a bad spec fails here, before any model is loaded
+
+
+LORA_KEYS = {"r": "r", "alpha": "lora_alpha", "lora_alpha": "lora_alpha", "dropout": "lora_dropout",
+             "lora_dropout": "lora_dropout", "targets": "target_modules", "target_modules": "target_modules",
+             "bias": "bias", "modules_to_save": "modules_to_save"}
+LORA_LISTS = ("target_modules", "modules_to_save")  # comma-separated values after the key: `targets=q,v`
+LORA_TASKS = {"text-classification": "SEQ_CLS", "token-classification": "TOKEN_CLS",
+              "question-answering": "QUESTION_ANS", "seq2seq": "SEQ_2_SEQ_LM"}
+
+
+def lora_config(spec: str, task: str | None = None):
+    """The LoraConfig of a `--lora` value such as 'r=16,alpha=32,targets=q,v' (a piece without '=' continues the
+    list before it); the task type follows the fine-tuning task, so that a new head trains with the adapter."""
+    from ..peft import LoraConfig
+
+    fields: dict[str, list[str]] = {}
+    key = None
+    for piece in (p.strip() for p in spec.split(",")):
+        if "=" in piece:
+            name, _, piece = piece.partition("=")
+            key = LORA_KEYS.get(name.strip())
+            if key is None:
+                raise FinetuneError(f"--lora: unknown key {name.strip()!r} in {spec!r} (keys: {', '.join(LORA_KEYS)})")
+            if key in fields:
+                raise FinetuneError(f"--lora: {name.strip()!r} given twice in {spec!r}")
+            fields[key] = []
+        elif key not in LORA_LISTS:
+            raise FinetuneError(f"--lora: {piece!r} in {spec!r} is not key=value (only targets and modules_to_save "
+                                "take several comma-separated values)")
+        if piece:
+            fields[key].append(piece.strip())
+    values: dict = {}
+    try:
+        for key, items in fields.items():
+            if key in LORA_LISTS:
+                values[key] = "all-linear" if items == ["all-linear"] else items
+            elif len(items) != 1:
+                raise ValueError(f"{key} takes one value")
+            elif key == "r":
+                values[key] = int(items[0])
+            elif key == "lora_alpha":
+                values[key] = int(items[0]) if items[0].isdigit() else float(items[0])
+            elif key == "lora_dropout":
+                values[key] = float(items[0])
+            else:
+                values[key] = items[0]
+        return LoraConfig(task_type=LORA_TASKS.get(task), **values)
+    except (ValueError, TypeError) as err:
+        raise FinetuneError(f"--lora {spec!r}: {err}") from None
 
 
 @dataclass

@@ -56,6 +56,7 @@ class Checkpoint:
     gguf: Path | None = None  # the GGUF file this checkpoint is, if it is one
     saved_dtype: str | None = None  # config.json's `dtype` (or older `torch_dtype`): what dtype="auto" loads as
     source: Any = field(default=None, repr=False, compare=False)  # that file's parsed header (`io.gguf.GGUFFile`)
+    name: str | None = None  # the name or path it was asked for by (a hub id, a folder)
 
     @property
     def config_file(self) -> Path:
@@ -123,12 +124,16 @@ def locate(name_or_path: str | os.PathLike | Checkpoint, revision: str | None = 
     if isinstance(name_or_path, Checkpoint):
         if not overrides:
             return name_or_path
-        name_or_path, gguf_file = name_or_path.gguf or name_or_path.folder, None
+        name, name_or_path, gguf_file = name_or_path.name, name_or_path.gguf or name_or_path.folder, None
+    else:
+        name = str(name_or_path)
     options = hub_options or HubOptions(revision=revision)
     revision = options.revision if options.revision is not None else revision
     gguf = gguf_location(name_or_path, gguf_file, revision)
     if gguf is not None:
-        return _locate_gguf(gguf, overrides, strict)
+        checkpoint = _locate_gguf(gguf, overrides, strict)
+        checkpoint.name = name
+        return checkpoint
     folder = hub.resolve(name_or_path, revision=revision, cache_dir=options.cache_dir,
                          local_files_only=options.local_files_only, token=options.token,
                          force_download=options.force_download, subfolder=options.subfolder)
@@ -142,7 +147,7 @@ def locate(name_or_path: str | os.PathLike | Checkpoint, revision: str | None = 
         if dialect.family != "encoder" and view.path(GENERATION_CONFIG_NAME).is_file():
             generation = read_json(view.path(GENERATION_CONFIG_NAME), GENERATION_CONFIG_NAME)
     return Checkpoint(folder, dialect, config, dict(overrides or {}), stamp, generation,
-                      saved_dtype=saved_dtype if isinstance(saved_dtype, str) else None)
+                      saved_dtype=saved_dtype if isinstance(saved_dtype, str) else None, name=name)
 
 
 def _hint_gguf(folder: Path) -> None:
@@ -248,6 +253,7 @@ def load_model(cls, checkpoint: Checkpoint, *, head: str | None = None, dtype: t
         quantize_int4(model)
     if options.attn_implementation is not None:
         model.attn_implementation = options.attn_implementation
+    model.name_or_path = checkpoint.name or str(checkpoint.folder)  # as transformers: what it was loaded from
     return model.to(options.device) if options.device is not None else model
 
 
@@ -267,7 +273,8 @@ def _folder_weights(checkpoint: Checkpoint, use_safetensors: bool | None = None
         tensors, origin = read_weights(checkpoint.folder, use_safetensors=use_safetensors)
         if checkpoint.stamp is None or tensors.stamp == checkpoint.stamp:
             return tensors, origin, checkpoint
-        checkpoint = locate(checkpoint.folder, overrides=checkpoint.overrides)
+        name, checkpoint = checkpoint.name, locate(checkpoint.folder, overrides=checkpoint.overrides)
+        checkpoint.name = name
     raise CheckpointError(f"{checkpoint.folder} was saved again each time it was read; load it once it is quiet")
 
 

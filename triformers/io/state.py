@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
-from ..dialects import Dialect, get_dialect
+from ..dialects import Dialect, Rule, get_dialect
 from ..errors import CheckpointError
 from ..layers.storage import is_transposed
 
@@ -163,12 +163,24 @@ def _initialise_new(model: nn.Module, names: list[str]) -> None:
     model.init_weights(modules)
 
 
+def hf_prefix(dialect: Dialect, model: nn.Module) -> str:
+    """How the checkpoint of `model` nests its body: the dialect's `base_prefix` under a task head class."""
+    return dialect.base_prefix if model.head is not None else ""
+
+
+def hf_name(rule: Rule, name: str, prefix: str) -> str:
+    """The full checkpoint name one of a rule's names is written under (the first of "a|b" alternatives): body and
+    pooler tensors under the head class's prefix, head tensors at the top."""
+    name = name.split("|")[0]
+    return name if rule.head not in (None, "pooler") else prefix + name
+
+
 def state_dict_to_hf(model: nn.Module) -> dict[str, torch.Tensor]:
     """Our parameters under the checkpoint's names, through the save side of the weight table."""
     config: ModelConfig = model.config
     dialect = get_dialect(config.model_type)
     params = dict(model.named_parameters()) | dict(model.named_buffers())
-    prefix = dialect.base_prefix if model.head is not None else ""
+    prefix = hf_prefix(dialect, model)
     out: dict[str, torch.Tensor] = {}
     for rule in dialect.rules(config, model.head):
         for ours, theirs in rule.expand(config):
@@ -177,7 +189,5 @@ def state_dict_to_hf(model: nn.Module) -> dict[str, torch.Tensor]:
             tensor = params[ours].detach()
             values = rule.save(tensor, config) if rule.save else (tensor,)
             for name, value in zip(theirs, values, strict=True):
-                name = name.split("|")[0]
-                full = name if rule.head not in (None, "pooler") else prefix + name
-                out[full] = value.to("cpu").contiguous().clone()
+                out[hf_name(rule, name, prefix)] = value.to("cpu").contiguous().clone()
     return out

@@ -335,6 +335,14 @@ def _keys(source: _SafetensorsFile | dict[str, torch.Tensor]) -> list[str]:
     return list(source.entries if isinstance(source, _SafetensorsFile) else source)
 
 
+def read_tensor_file(path: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of one safetensors or `.bin` file (an adapter's), read whole through the guarded readers."""
+    source = _open(Path(path))
+    if isinstance(source, _SafetensorsFile):
+        return {key: source.read(key) for key in _keys(source)}
+    return source
+
+
 def read_weights(folder: Path, stamp_of: str = "config.json", use_safetensors: bool | None = None
                  ) -> tuple[LazyTensors, dict[str, Path]]:
     """All tensors of a checkpoint folder (read on first use), and the file each came from (for error

@@ -48,8 +48,10 @@ class MLP(nn.Module):
         h = self.act(self.gate(x)) * self.up(x) if self.gate is not None else self.act(self.up(x))
         if self.drop is not None:
             h = self.drop(h)
-        if self.down_fp32 and h.dtype != self.down.weight.dtype:  # T5 keeps `wo` in fp32
-            return self.down(h.to(self.down.weight.dtype)).to(x.dtype)
+        # T5 keeps `wo` in fp32 (an int8 `wo` has no float weight: it computes in the input's dtype)
+        down = getattr(self.down, "weight", None)
+        if self.down_fp32 and down is not None and h.dtype != down.dtype:
+            return self.down(h.to(down.dtype)).to(x.dtype)
         return self.down(h)
 
 

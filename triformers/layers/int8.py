@@ -36,20 +36,44 @@ class Int8Linear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         x2 = x.reshape(-1, self.in_features)
-        if _KERNEL is not None and x2.dtype in (torch.float32, torch.bfloat16, torch.float16):
-            # on CPU the kernel is fast for bf16 activations and far slower for fp32 ones (README, int8 notes):
-            # run fp32 inputs through it in bf16, which costs far less precision than the int8 weights do
-            compute = torch.bfloat16 if x2.dtype == torch.float32 and _BF16_KERNEL and x2.device.type == "cpu" \
-                else x2.dtype
-            y = _KERNEL(x2.to(compute).contiguous(), self.weight_int8, self.scale.to(compute)).to(x2.dtype)
+        if torch.is_grad_enabled() and x2.requires_grad:  # a frozen base under an adapter: gradients flow to x
+            y = _Int8Matmul.apply(x2, self.weight_int8, self.scale)
         else:
-            y = F.linear(x2, self.weight_int8.to(x2.dtype) * self.scale.to(x2.dtype)[:, None])
+            y = _int8_matmul(x2, self.weight_int8, self.scale)
         if self.bias is not None:
             y = y + self.bias.to(y.dtype)
         return y.reshape(*shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, int8 weights"
+
+
+def _int8_matmul(x2: torch.Tensor, weight_int8: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """(M, K) x (N, K) int8 with per-row scales -> (M, N) in x's dtype."""
+    if _KERNEL is not None and x2.dtype in (torch.float32, torch.bfloat16, torch.float16):
+        # on CPU the kernel is fast for bf16 activations and far slower for fp32 ones (README, int8 notes):
+        # run fp32 inputs through it in bf16, which costs far less precision than the int8 weights do
+        compute = torch.bfloat16 if x2.dtype == torch.float32 and _BF16_KERNEL and x2.device.type == "cpu" \
+            else x2.dtype
+        return _KERNEL(x2.to(compute).contiguous(), weight_int8, scale.to(compute)).to(x2.dtype)
+    return F.linear(x2, weight_int8.to(x2.dtype) * scale.to(x2.dtype)[:, None])
+
+
+class _Int8Matmul(torch.autograd.Function):
+    """`_int8_matmul` with a gradient for its input (the int8 weights stay frozen): grad_x = (grad * scale) @ W,
+    with W dequantized one layer at a time in the backward, so that LoRA can train over an int8 base."""
+
+    @staticmethod
+    def forward(ctx, x2: torch.Tensor, weight_int8: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(weight_int8, scale)
+        return _int8_matmul(x2, weight_int8, scale)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        weight_int8, scale = ctx.saved_tensors
+        compute = grad.dtype
+        grad_x = (grad * scale.to(compute)) @ weight_int8.to(compute)  # (M, N) x (N, K)
+        return grad_x, None, None
 
 
 def quantize_int8(model: nn.Module) -> nn.Module:

@@ -64,8 +64,8 @@ class EncoderDecoderModel(TransformerModel):
     def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         if self.config.output_scale != 1.0:  # T5 v1.0: d_model**-0.5, tied or not (as transformers)
             hidden = hidden * self.config.output_scale
-        weight = self.lm_head.weight if self.lm_head is not None else self.embed_tokens.weight
-        logits = linear(hidden, weight)
+        # an untied head (or a quantized copy, or an adapter's wrapper of it) is called as the module it is
+        logits = self.lm_head(hidden) if self.lm_head is not None else linear(hidden, self.embed_tokens.weight)
         return logits + self.final_logits_bias if self.final_logits_bias is not None else logits
 
     def prepare_decoder_input_ids_from_labels(self, labels: torch.Tensor) -> torch.Tensor:

@@ -33,8 +33,9 @@ class MLMHead(nn.Module):
 
     def forward(self, hidden: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
         h = self.norm(self.act(self.dense(hidden)))
-        weight = embedding if self.decoder is None else self.decoder.weight
-        return linear(h, weight, self.bias)
+        if self.decoder is None:  # tied: the embedding matrix
+            return linear(h, embedding, self.bias)
+        return self.decoder(h) + self.bias  # untied: called as a module (a quantized copy, an adapter's wrapper)
 
     def loss(self, hidden: torch.Tensor, embedding: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """token_loss(self(hidden, embedding), labels), computing logits only where a label is set."""

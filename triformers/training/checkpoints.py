@@ -154,6 +154,19 @@ def read_state(path: Path) -> dict[str, Any]:
     return state
 
 
+def model_state(model: torch.nn.Module) -> dict[str, Any]:
+    """What a checkpoint holds of the model: its state_dict, or, for a model with adapters, the adapters alone
+    (its `checkpoint_state_dict`), as peft's Trainer integration checkpoints only what trains."""
+    own = getattr(model, "checkpoint_state_dict", None)
+    return own() if callable(own) else model.state_dict()
+
+
+def load_model_state(model: torch.nn.Module, state: dict[str, Any]) -> None:
+    """The inverse of `model_state`, strict: every tensor of the model's checkpoint state, and no other."""
+    own = getattr(model, "load_checkpoint_state_dict", None)
+    (own if callable(own) else model.load_state_dict)(state)
+
+
 @contextmanager
 def resuming(path: Path) -> Iterator[None]:
     """Errors while putting a checkpoint's state into this run's model and optimizer, as a TrainingError:

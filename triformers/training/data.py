@@ -39,9 +39,17 @@ def check_dataset(data: Any, role: str) -> None:
         raise TrainingError(f"{role} is empty")
 
 
+def inspected(model: Any) -> Any:
+    """The model whose forward a batch feeds: an adapter wrapper's base model (transformers inspects a peft model's
+    base model the same way), else the model."""
+    base = getattr(model, "get_base_model", None)
+    return base() if callable(base) else model
+
+
 def default_label_names(model: Any) -> list[str]:
     """transformers' `find_labels`: the forward's arguments with "label" in the name, or for extractive QA
     start_positions and end_positions."""
+    model = inspected(model)
     parameters = list(inspect.signature(model.forward).parameters)
     if getattr(model, "head", None) == "question_answering" or "QuestionAnswering" in type(model).__name__:
         return [p for p in parameters if p in ("start_positions", "end_positions")]
@@ -50,7 +58,7 @@ def default_label_names(model: Any) -> list[str]:
 
 def signature_columns(model: Any, label_names: Sequence[str]) -> list[str]:
     """The columns a batch may keep: the forward's arguments, plus label / label_ids (the collators rename them)."""
-    return list(inspect.signature(model.forward).parameters) + sorted({"label", "label_ids", *label_names})
+    return list(inspect.signature(inspected(model).forward).parameters) + sorted({"label", "label_ids", *label_names})
 
 
 def drop_unused_columns(data: Any, columns: Sequence[str], model_name: str) -> Any:

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from .callbacks import TrainerCallback
-from .checkpoints import checkpoint_paths, latest_checkpoint, read_state
+from .checkpoints import checkpoint_paths, latest_checkpoint, load_model_state, read_state
 from .distributed import _full_state_options
 from .evaluation import TrainOutput, TrainResult, plain_metrics, speed_metrics
 from .metrics import append_jsonl, plot_metrics
@@ -165,7 +165,7 @@ class Saving:
 
             set_model_state_dict(self.model, weights, options=_full_state_options())
         else:
-            self.model.load_state_dict(weights)
+            load_model_state(self.model, weights)
 
     def _restore_schedule_and_state(self, state: dict[str, Any]) -> None:
         """On resume: the lr schedule where it was, and the trainer state (log history, best metric)."""

@@ -46,8 +46,8 @@ from ..errors import TrainingError
 from .arguments import TrainingArguments
 from .callbacks import (CallbackHandler, DefaultFlowCallback, PrinterCallback, ProgressCallback, TrainerControl,
                         TrainerState)
-from .checkpoints import (checkpoint_paths, export_into, latest_checkpoint, read_state, resuming,
-                          write_checkpoint)
+from .checkpoints import (checkpoint_paths, export_into, latest_checkpoint, load_model_state, model_state,
+                          read_state, resuming, write_checkpoint)
 from .collators import default_collator_for
 from .data import (TrainingData, body_parameters, counts_shifted_labels, default_label_names, estimate_flos,
                    example_lengths, input_tokens, items_in_step, micro_batch_weight, signature_columns, to_device)
@@ -307,7 +307,7 @@ class Trainer(TrainingData, Evaluation, Saving):
             model = get_model_state_dict(self.model, options=options)
             optimizer = get_optimizer_state_dict(self.model, self.optimizer, options=options)
         else:
-            model, optimizer = self.model.state_dict(), self.optimizer.state_dict()
+            model, optimizer = model_state(self.model), self.optimizer.state_dict()
         return {"format": 1, "step": self.step, "tokens": self.tokens, "world_size": self.dist.world_size,
                 "global_batch": self.global_batch, "fsdp": self.args.fsdp, "model": model, "optimizer": optimizer,
                 "rng": rngs, "args": _plain(asdict(self.args)), "scheduler": self.lr_scheduler.state_dict(),
@@ -361,7 +361,7 @@ class Trainer(TrainingData, Evaluation, Saving):
                 set_optimizer_state_dict(self.model, self.optimizer, state["optimizer"],
                                          options=_full_state_options())
             else:
-                self.model.load_state_dict(state["model"])
+                load_model_state(self.model, state["model"])
                 self.optimizer.load_state_dict(state["optimizer"])
             self.step, self.tokens = int(state["step"]), int(state["tokens"])
             self._restore_schedule_and_state(state)
