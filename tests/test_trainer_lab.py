@@ -8,33 +8,36 @@ Stand-ins where the lab reaches the network: `load_dataset("knkarthick/dialogsum
 data_files=...)`; the S3 download of the fully fine-tuned checkpoint is the model this run trained, saved as the
 lab's PEFT section saves its model (`trainer.model.save_pretrained`, `tokenizer.save_pretrained`); `evaluate.load(
 "rouge")` is rouge-score behind the same `.compute`; the pre-computed results CSV of the lab's data folder is
-not there, so its cell is left out. `GenerationConfig` comes from another branch: until `from triformers import
-GenerationConfig` works, the test is an expected failure at the first cell that uses it.
+not there, so its cell is left out.
 """
 
 from __future__ import annotations
 
 import pytest
+<<<<<<< HEAD
 from trainer_assets import Rouge, lab_world
+=======
+from trainer_assets import Rouge, course_lab
+>>>>>>> main
 
 datasets = pytest.importorskip("datasets")
 
 
 @pytest.fixture
 def lab(tmp_path, monkeypatch):
+<<<<<<< HEAD
     """The lab's world: flan-t5-base in an offline cache, DialogSum as local CSVs, the notebook's folder as cwd."""
     return lab_world(tmp_path, monkeypatch)
+=======
+    return course_lab(tmp_path, monkeypatch)
+>>>>>>> main
 
 
 def test_lab2_full_fine_tuning(lab, capsys):
-    # ---- 1.1: the imports (the lab's one line; GenerationConfig apart until triformers has it)
+    # ---- 1.1: the imports (the lab's one line)
     from datasets import load_dataset
 
-    from triformers import AutoModelForSeq2SeqLM, AutoTokenizer, Trainer, TrainingArguments
-    try:
-        from triformers import GenerationConfig
-    except ImportError:
-        GenerationConfig = None
+    from triformers import AutoModelForSeq2SeqLM, AutoTokenizer, GenerationConfig, Trainer, TrainingArguments
     import time
 
     import numpy as np
@@ -142,8 +145,6 @@ Summarize the following conversation.
 Summary:
 """
     input_ids = tokenizer(prompt, return_tensors="pt").input_ids
-    if GenerationConfig is None:
-        pytest.xfail("triformers has no GenerationConfig yet (another branch adds it); everything before ran")
     original_model_outputs = original_model.generate(input_ids=input_ids,
                                                      generation_config=GenerationConfig(max_new_tokens=200,
                                                                                         num_beams=1))
