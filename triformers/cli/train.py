@@ -9,6 +9,7 @@ help text lives in those dataclasses:
     triformers pretrain --dialect t5 --data corpus/ --out runs/t5 --resume  # continue from the last checkpoint
     torchrun --nproc_per_node=4 -m triformers pretrain --family encoder --data corpus/ --out runs/bert
     triformers finetune --task text-classification --model bert-dir --train train.csv --eval test.csv --out sst
+    triformers dpo --model gpt2-dir --data prefs.jsonl --out tuned     # DPO (`triformers.rl.command`)
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import argparse
 
 from ..finetuning import FinetuneOptions, finetune
 from ..pretraining import PretrainOptions, pretrain
+from ..rl.command import DpoOptions, dpo
 from .flags import add_flags, parse_flags
 from .registry import Command, register
 
@@ -42,7 +44,18 @@ def _run_finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_dpo(args: argparse.Namespace) -> int:
+    options = parse_flags(DpoOptions, args)
+    metrics = dpo(options)
+    print(f"done: model in {options.training.output_dir}")
+    for name in sorted(k for k in metrics if "rewards/" in k or k.endswith("loss")):
+        print(f"  {name}: {metrics[name]:.4f}")
+    return 0
+
+
 register(Command("pretrain", "pre-train a model of any family from scratch",
                  lambda parser: add_flags(parser, PretrainOptions, "what to train"), _run_pretrain))
 register(Command("finetune", "fine-tune a model: text / token classification, extractive QA, seq2seq",
                  lambda parser: add_flags(parser, FinetuneOptions, "task and data"), _run_finetune))
+register(Command("dpo", "preference-tune a model with DPO on prompt / chosen / rejected pairs",
+                 lambda parser: add_flags(parser, DpoOptions, "model and data"), _run_dpo))

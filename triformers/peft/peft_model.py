@@ -31,8 +31,10 @@ from .state import adapter_state_dict, load_adapter_state_dict, read_adapter, sa
 from .tuner import LoraModel
 
 # PeftModel.from_pretrained / load_adapter keywords accepted with peft's meaning (none, for LoRA on one device)
+# `lora_config` too: peft 0.21 lets it fall into **kwargs, which nothing reads - the folder's adapter_config.json
+# (or `config=`) is the config - so the course's `PeftModel.from_pretrained(..., lora_config=...)` ignores it there.
 PEFT_NO_OPS = ("low_cpu_mem_usage", "ephemeral_gpu_offload", "torch_dtype", "dtype", "key_mapping", "use_safetensors",
-               "cache_dir", "token", "local_files_only", "torch_device")
+               "cache_dir", "token", "local_files_only", "torch_device", "lora_config")
 
 
 class PeftModel(nn.Module):
@@ -168,6 +170,7 @@ class PeftModel(nn.Module):
         """The base `model` with the adapter in `model_id` (a folder or a hub id); frozen unless is_trainable.
         As in peft, `torch_dtype` is accepted and changes nothing: the adapter is float32 over a half-precision
         base (autocast_adapter_dtype), else in the base's dtype."""
+        device = _one_device(kwargs.pop("device_map", None))
         _check_keywords(kwargs, "PeftModel.from_pretrained")
         folder = hub.resolve(model_id, revision=revision) / (subfolder or "")
         config = config if config is not None else LoraConfig.from_pretrained(folder)
@@ -176,7 +179,7 @@ class PeftModel(nn.Module):
         peft_model = task_class(model, config, adapter_name, autocast_adapter_dtype=autocast_adapter_dtype)
         tensors, where = read_adapter(folder)
         load_adapter_state_dict(peft_model.base_model, adapter_name, tensors, where)
-        return peft_model
+        return peft_model if device is None else peft_model.to(device)
 
     def save_pretrained(self, save_directory: str | os.PathLike, safe_serialization: bool = True,
                         selected_adapters: list[str] | None = None, is_main_process: bool = True,
@@ -222,6 +225,20 @@ class PeftModel(nn.Module):
         extra = sorted(set(state) - known)
         if extra:
             raise ConfigError(f"checkpoint holds tensors of adapters this model does not have: {extra[:4]}")
+
+
+def _one_device(device_map: Any) -> torch.device | None:
+    """peft's `device_map` (transformers': "auto", a device, or {module name: device}) as the one device triformers
+    keeps a model on: None ("auto" or not given) leaves the model where it is; a map over several is refused."""
+    if device_map is None or device_map == "auto":
+        return None
+    devices = set(device_map.values()) if isinstance(device_map, dict) else {device_map}
+    try:
+        (device,) = {torch.device(f"cuda:{d}" if isinstance(d, int) else d) for d in devices}
+    except (ValueError, RuntimeError, TypeError):
+        raise ConfigError(f"device_map={device_map!r}: triformers keeps a model on one device; pass 'auto' or one "
+                          f"device (e.g. 'cpu', 0)") from None
+    return device
 
 
 def _check_keywords(kwargs: dict[str, Any], where: str) -> None:

@@ -54,7 +54,10 @@ _DROPPED_KEYS = {
     "local_files_only",
 }
 # from_pretrained keywords that say how to find the files, not what the tokenizer is: used, never saved
-LOADING_OPTIONS = ("use_fast", "cache_dir", "revision", "local_files_only", "token", "subfolder", "trust_remote_code")
+# device_map is transformers' too: it lands in the tokenizer's init kwargs, where nothing reads it (the course's labs
+# pass device_map="auto" to AutoTokenizer.from_pretrained); here it is accepted and means nothing
+LOADING_OPTIONS = ("use_fast", "cache_dir", "revision", "local_files_only", "token", "subfolder", "trust_remote_code",
+                   "device_map")
 # tokenizer_config.json keys a caller may override (besides the keys of the folder's own file)
 CONFIG_KEYS = frozenset({*cv.SPECIAL_KEYS, "additional_special_tokens", "extra_special_tokens", "model_max_length",
                          "padding_side", "truncation_side", "strip_accents", "model_input_names", "extra_ids",
