@@ -28,7 +28,7 @@ def _value(v: float | None, unit: str) -> str:
     if v is None:
         return "—"
     if unit == "s":
-        return f"{v * 1000:.0f} ms" if v < 1 else f"{v:.2f} s"
+        return f"{v * 1000:.1f} ms" if v < 0.01 else f"{v * 1000:.0f} ms" if v < 1 else f"{v:.2f} s"
     if unit == "MB":
         return f"{v:.0f} MB"
     return f"{v:.1f} {unit}"

@@ -26,6 +26,9 @@ MAX_UNBOUNDED_POSITIONS = 2**20
 MAX_SEQUENCES = 4096  # num_beams, num_return_sequences: each is a row of the KV cache
 MIN_FACTOR = torch.finfo(torch.float32).tiny  # a temperature / repetition penalty below this is 0 in float32
 MAX_SEED = 2**64 - 1  # torch.Generator seeds are 64-bit
+# transformers' names: "dynamic" reads the written prefix of the preallocated cache (the CPU default),
+# "static" all of its slots with the unwritten ones masked, so that every step has the same shapes
+CACHE_IMPLEMENTATIONS = (None, "dynamic", "static")
 
 logger = logging.getLogger("triformers")
 
@@ -52,6 +55,7 @@ class GenerationOptions:
     forced_eos_token_ids: tuple[int, ...] = ()
     decoder_start_token_id: int | None = None
     use_cache: bool = True
+    static_cache: bool = False  # cache_implementation="static": every step reads all slots (fixed shapes)
     generator: torch.Generator | None = None
 
 
@@ -109,7 +113,8 @@ def resolve_options(model, prompt_length: int, *, max_new_tokens: int | None = N
                     pad_token_id: int | None = None, bos_token_id: int | None = None,
                     forced_bos_token_id: Any = None, forced_eos_token_id: Any = None,
                     decoder_start_token_id: int | None = None, max_length: int | None = None,
-                    use_cache: bool = True, generator: torch.Generator | None = None, seed: int | None = None,
+                    use_cache: bool = True, cache_implementation: str | None = None,
+                    generator: torch.Generator | None = None, seed: int | None = None,
                     **unknown: Any) -> GenerationOptions:
     """Check every argument of `generate` and fill the unset ones from `model.config`.
 
@@ -167,6 +172,9 @@ def resolve_options(model, prompt_length: int, *, max_new_tokens: int | None = N
     if not MIN_FACTOR <= repetition_penalty <= 1 / MIN_FACTOR:  # scores are divided / multiplied in float32
         raise InputError(f"generate: repetition_penalty must be in [{MIN_FACTOR:.3g}, {1 / MIN_FACTOR:.3g}] "
                          f"(> 0 and finite in float32), got {repetition_penalty}")
+    if cache_implementation not in CACHE_IMPLEMENTATIONS:
+        raise InputError(f"generate: cache_implementation must be one of {CACHE_IMPLEMENTATIONS}, "
+                         f"got {cache_implementation!r}")
     if generator is not None and seed is not None:
         raise InputError("generate: give either generator or seed, not both")
     if generator is not None and not isinstance(generator, torch.Generator):
@@ -201,7 +209,8 @@ def resolve_options(model, prompt_length: int, *, max_new_tokens: int | None = N
         forced_bos_token_id=_one_id(forced_bos_token_id if forced_bos_token_id is not None
                                     else config.forced_bos_token_id, "forced_bos_token_id", V),
         forced_eos_token_ids=_config_ids(forced_eos_token_id, config.forced_eos_token_id, "forced_eos_token_id", V),
-        decoder_start_token_id=start, use_cache=bool(use_cache), generator=generator,
+        decoder_start_token_id=start, use_cache=bool(use_cache), static_cache=cache_implementation == "static",
+        generator=generator,
     )
 
 

@@ -7,8 +7,11 @@ so left-padded rows count from their first real token. Encoder-decoder (T5, BART
 runs once; the decoder starts from `decoder_start_token_id` and its cross-attention keys and values
 are computed on the first step and kept in the cache (`KVCache.cross`).
 
-Everything sized by the generation (cache, mask, positions) is allocated once, for prompt +
-max_new_tokens positions; a step only slices views of these buffers.
+Everything sized by the generation is prepared once, for prompt + max_new_tokens positions: the KV
+cache, and the masks and positions of every step (`Stack.plan`: padding, causality, ALiBi, T5's
+relative buckets, the cross-attention padding). A step only slices views of these, with no host
+synchronisation. `static=True` reads the whole cache every step, unwritten slots masked, with the
+positions as a `cache_position` tensor: every step then has the same shapes (for a GPU graph later).
 """
 
 from __future__ import annotations
@@ -26,38 +29,41 @@ class Runner:
     """
 
     def __init__(self, model, input_ids: torch.Tensor, attention_mask: torch.Tensor, padded: bool,
-                 total_length: int, use_cache: bool):
+                 total_length: int, use_cache: bool, static: bool = False):
         self.model = model
-        config = model.config
         self.encoder_decoder = model.family == "encoder-decoder"
-        B, device = input_ids.shape[0], input_ids.device
-        self.mask = self.positions = self.encoded = self.context_mask = None
+        B, device, dtype = input_ids.shape[0], input_ids.device, model.dtype
+        self.rows, self.encoded, stack = B, None, model.decoder
         if self.encoder_decoder:
             self.encoded = model.encode(input_ids, attention_mask if padded else None)  # (B, S, H)
-            self.context_mask = attention_mask if padded else None  # None: no per-step mask work in the model
-            layers = config.decoder_layers
+            positions = (stack.position_ids(None, None, total_length, 0, device)  # (1, total)
+                         if stack.positions is not None else None)
+            self.plan = stack.plan(B, total_length, dtype, device, position_ids=positions,
+                                   context_mask=attention_mask if padded else None, context_padded=padded)
         else:
             L = input_ids.shape[1]
             mask = attention_mask.long()
             prompt_positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)  # (B, L)
             steps = torch.arange(1, total_length - L + 1, device=device)  # (new,)
-            self.positions = torch.cat([prompt_positions, prompt_positions[:, -1:] + steps], dim=1)  # (B, total)
-            if padded:  # a mask over prompt + new positions; steps read its prefix
-                self.mask = torch.cat([mask, mask.new_ones(B, total_length - L)], dim=1)  # (B, total)
-            layers = config.num_layers
-        self.cache = (KVCache(layers, B, config.decoder_heads, config.decoder_head_dim, total_length,
-                              model.dtype, device) if use_cache else None)
+            positions = torch.cat([prompt_positions, prompt_positions[:, -1:] + steps], dim=1)  # (B, total)
+            full_mask = torch.cat([mask, mask.new_ones(B, total_length - L)], dim=1) if padded else None
+            self.plan = stack.plan(B, total_length, dtype, device, attention_mask=full_mask, padded=padded,
+                                   position_ids=positions)
+        self.cache = (KVCache.for_layers([block.attn for block in stack.layers], B, total_length, dtype, device,
+                                         static=static) if use_cache else None)
+        # static reads write at a position tensor, so that no step needs a host integer
+        self.cache_position = torch.arange(total_length, device=device) if use_cache and static else None
 
     def logits(self, tokens: torch.Tensor, cur: int) -> torch.Tensor:
         start = self.cache.length if self.cache is not None else 0
         new = tokens[:, start:cur]  # (N, T): the prompt, one token, or (without a cache) everything
+        position = self.cache_position[start:cur] if self.cache_position is not None else None
         if self.encoder_decoder:
-            out = self.model(decoder_input_ids=new, attention_mask=self.context_mask, encoder_outputs=self.encoded,
-                             cache=self.cache, logits_to_keep=1, check=False)
+            out = self.model(decoder_input_ids=new, encoder_outputs=self.encoded, cache=self.cache, plan=self.plan,
+                             cache_position=position, logits_to_keep=1, check=False)
         else:
-            mask = self.mask[:, :cur] if self.mask is not None else None
-            out = self.model(new, attention_mask=mask, position_ids=self.positions[:, start:cur],
-                             cache=self.cache, logits_to_keep=1, check=False)
+            out = self.model(new, cache=self.cache, plan=self.plan, cache_position=position, logits_to_keep=1,
+                             check=False)
         return out.logits[:, -1].float()  # (N, V)
 
     def select(self, index: torch.Tensor) -> None:
@@ -69,10 +75,9 @@ class Runner:
         """Repeat every row `times` times (row b becomes rows b*times .. b*times + times - 1)."""
         if times == 1:
             return
-        rows = next(t for t in (self.positions, self.encoded) if t is not None).shape[0]
-        index = torch.arange(rows, device=self.model.device).repeat_interleave(times)
+        index = torch.arange(self.rows, device=self.model.device).repeat_interleave(times)
+        self.rows *= times
         self.select(index)
-        for name in ("mask", "positions", "encoded", "context_mask"):
-            value = getattr(self, name)
-            if value is not None:
-                setattr(self, name, value.index_select(0, index))
+        self.plan.select(index)
+        if self.encoded is not None:
+            self.encoded = self.encoded.index_select(0, index)

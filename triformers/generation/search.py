@@ -66,7 +66,7 @@ def generate(model, input_ids: torch.Tensor | None = None, attention_mask: torch
     mask = _padding_mask(input_ids, attention_mask, options)
     padded = not bool(mask.all())
     total = L + options.max_new_tokens
-    runner = Runner(model, input_ids, mask, padded, total, options.use_cache)
+    runner = Runner(model, input_ids, mask, padded, total, options.use_cache, options.static_cache)
     prompt = (input_ids if decoder_only
               else torch.full((B, 1), options.decoder_start_token_id, dtype=torch.long, device=device))
     if options.num_beams > 1:

@@ -13,10 +13,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ModelConfig
-from .attention import Attention, KVCache, causal_keep
+from .attention import Attention, KVCache
 from .dropout import Dropout
 from .embedding import Embedding
 from .linear import Linear
+from .masks import MaskPlan, padding_bias
 from .norms import make_norm
 from .positions import RelativePositionBias, alibi_bias
 
@@ -73,18 +74,13 @@ class Block(nn.Module):
             return x + self.drop(sublayer(norm(x)))
         return norm(x + self.drop(sublayer(x)))
 
-    def forward(self, x, mask, *, is_causal=False, context=None, context_mask=None, cache=None, layer=0):
-        x = self._residual(x, self.attn_norm,
-                           lambda h: self.attn(h, mask, is_causal=is_causal, cache=cache, layer=layer))
+    def forward(self, x, mask, *, is_causal=False, context=None, context_mask=None, cache=None, layer=0, position=0):
+        x = self._residual(x, self.attn_norm, lambda h: self.attn(h, mask, is_causal=is_causal, cache=cache,
+                                                                  layer=layer, position=position))
         if self.cross_attn is not None:
             x = self._residual(x, self.cross_norm,
                                lambda h: self.cross_attn(h, context_mask, context=context, cache=cache, layer=layer))
         return self._residual(x, self.mlp_norm, self.mlp)
-
-
-def padding_bias(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """(B, Tk) 1/0 mask -> (B, 1, 1, Tk) additive bias (0 to keep, dtype's min to drop)."""
-    return (1.0 - attention_mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min
 
 
 class Stack(nn.Module):
@@ -135,43 +131,64 @@ class Stack(nn.Module):
             x = self.embed_norm(x)
         return self.embed_drop(x)
 
-    def self_attention_mask(self, attention_mask: torch.Tensor | None, B: int, T: int, past: int,
-                            dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor | None, bool]:
-        """One additive mask for padding, causality and position bias; (None, causal) when SDPA can do it."""
-        Tk = past + T
-        bias = None
-        if self.rel_bias is not None:
-            bias = self.rel_bias(T, Tk, past).to(dtype)  # (1, nh, T, Tk)
+    def plan(self, batch: int, length: int, dtype: torch.dtype, device: torch.device | str, *,
+             attention_mask: torch.Tensor | None = None, padded: bool | None = None,
+             position_ids: torch.Tensor | None = None, context_mask: torch.Tensor | None = None,
+             context_padded: bool | None = None) -> MaskPlan:
+        """The masks of one call over `length` positions (see masks.py), for every step of it.
+
+        attention_mask: (B, length) 1 = keep, or None; padded / context_padded: whether a mask has a 0,
+        when the caller knows (otherwise it is read from the device, once); position_ids: (B|1, length)
+        for a learned position table, sliced per step (without them each step counts its own). Head
+        counts come from the stack's modules.
+        """
+        if attention_mask is not None and padded is None:
+            padded = not bool(attention_mask.all())
+        if context_mask is not None and context_padded is None:
+            context_padded = not bool(context_mask.all())
+        key_bias = relative = None
         if self.config.positions == "alibi":
-            if attention_mask is None:
-                attention_mask = torch.ones(B, Tk, dtype=torch.long, device=device)
-            bias = alibi_bias(attention_mask, self.config.num_heads, dtype)  # (B, nh, 1, Tk)
-        padded = attention_mask is not None and not bool(attention_mask.all())
-        if bias is None and not padded:
-            if not self.causal or T == 1:
-                return None, False
-            if past == 0:
-                return None, True  # SDPA's own causal kernel
-        keep = torch.ones(1, 1, T, Tk, dtype=torch.bool, device=device)
-        if self.causal and T > 1:
-            keep = causal_keep(T, Tk, device)[None, None]
-        if padded:
-            keep = keep & attention_mask[:, None, None, :].bool()
-        base = bias if bias is not None else torch.zeros((), dtype=dtype, device=device)
-        return torch.where(keep, base, torch.finfo(dtype).min), False
+            keep = attention_mask if attention_mask is not None else torch.ones(batch, length, dtype=torch.long,
+                                                                                 device=device)
+            key_bias = alibi_bias(keep, self.layers[0].attn.num_heads, dtype)  # (B, nh, 1, length)
+            if padded:
+                key_bias = torch.where(keep[:, None, None, :].bool(), key_bias, torch.finfo(dtype).min)
+        elif padded:
+            key_bias = padding_bias(attention_mask, dtype)  # (B, 1, 1, length)
+        if self.rel_bias is not None:
+            relative = self.rel_bias(length).to(dtype)  # (nh, 2 * length - 1)
+        cross = padding_bias(context_mask, dtype) if context_padded else None  # (B, 1, 1, S)
+        return MaskPlan(length, self.causal, dtype, device, key_bias=key_bias, relative=relative, cross=cross,
+                        position_ids=position_ids)
 
     def forward(self, embeds: torch.Tensor, *, input_ids=None, attention_mask=None, token_type_ids=None,
-                position_ids=None, context=None, context_mask=None, cache: KVCache | None = None) -> torch.Tensor:
-        """embeds: (B, T, H) token embeddings; attention_mask: (B, past + T) 1 = keep; returns (B, T, H)."""
+                position_ids=None, context=None, context_mask=None, cache: KVCache | None = None,
+                plan: MaskPlan | None = None, cache_position: torch.Tensor | None = None) -> torch.Tensor:
+        """embeds: (B, T, H) token embeddings; returns (B, T, H).
+
+        Without a `plan`, the masks are prepared here from attention_mask (B, past + T) (1 = keep) and
+        context_mask (B, S); a caller that feeds several steps (generation) prepares one plan for all
+        of them and passes it instead. With a cache, the new keys go to `cache_position` (T,) or, by
+        default, after the `cache.length` stored ones.
+        """
         B, T, _ = embeds.shape
         past = cache.length if cache is not None else 0
+        position = cache_position if cache_position is not None else past
+        static = cache is not None and cache.static
+        if plan is not None and position_ids is None:
+            position_ids = plan.positions(position, T)
         x = self.embed(embeds, input_ids, attention_mask, token_type_ids, position_ids, past)
-        mask, is_causal = self.self_attention_mask(attention_mask, B, T, past, x.dtype, x.device)
-        cross_mask = None
-        if context is not None and context_mask is not None and not bool(context_mask.all()):
-            cross_mask = padding_bias(context_mask, x.dtype)
+        if plan is None:
+            length = cache.max_length if static else past + T
+            if attention_mask is not None and attention_mask.shape[1] < length:  # unwritten slots: hidden as future
+                attention_mask = F.pad(attention_mask, (0, length - attention_mask.shape[1]), value=1)
+            plan = self.plan(B, length, x.dtype, x.device, attention_mask=attention_mask,
+                             context_mask=context_mask if context is not None else None)
+        # one mask for every layer (issue 15: layers of another kind would each take the plan's mask of their kind)
+        mask, is_causal = plan.self_attention(position, T, static)
         for i, block in enumerate(self.layers):
-            x = block(x, mask, is_causal=is_causal, context=context, context_mask=cross_mask, cache=cache, layer=i)
+            x = block(x, mask, is_causal=is_causal, context=context, context_mask=plan.cross, cache=cache, layer=i,
+                      position=position)
         if cache is not None:
             cache.advance(T)
         if self.final_norm is not None:

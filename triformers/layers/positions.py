@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from .embedding import Embedding
+from .masks import offsets
 
 
 def relative_position_bucket(relative_position: torch.Tensor, bidirectional: bool, num_buckets: int,
@@ -46,12 +47,12 @@ class RelativePositionBias(nn.Module):
         self.embed = Embedding(num_buckets, num_heads)
         self.num_buckets, self.max_distance, self.bidirectional = num_buckets, max_distance, bidirectional
 
-    def forward(self, query_length: int, key_length: int, past_length: int = 0) -> torch.Tensor:
-        device = self.embed.weight.device
-        query = torch.arange(past_length, past_length + query_length, device=device)[:, None]
-        key = torch.arange(key_length, device=device)[None, :]
-        buckets = relative_position_bucket(key - query, self.bidirectional, self.num_buckets, self.max_distance)
-        return self.embed(buckets).permute(2, 0, 1).unsqueeze(0)  # (1, heads, Tq, Tk)
+    def forward(self, length: int) -> torch.Tensor:
+        """(heads, 2 * length - 1): the bias at every offset k - q of `length` positions (entry
+        length - 1 + d for offset d), from which any (query, key) block is a Toeplitz slice (masks.py)."""
+        buckets = relative_position_bucket(offsets(length, self.embed.weight.device), self.bidirectional,
+                                           self.num_buckets, self.max_distance)
+        return self.embed(buckets).t().contiguous()
 
 
 def alibi_slopes(num_heads: int) -> torch.Tensor:

@@ -155,7 +155,8 @@ class TransformerModel(nn.Module):
         kwargs: max_new_tokens (20), min_new_tokens, do_sample, temperature, top_k, top_p, num_beams,
         length_penalty, early_stopping (True | False | "never"), num_return_sequences,
         repetition_penalty, no_repeat_ngram_size, eos_token_id, pad_token_id, forced_bos_token_id,
-        forced_eos_token_id, decoder_start_token_id, max_length, use_cache, generator or seed, streamer.
+        forced_eos_token_id, decoder_start_token_id, max_length, use_cache, cache_implementation ("dynamic" |
+        "static": fixed-shape steps that read the whole cache), generator or seed, streamer.
         Returns prompt + new ids (decoder-only) or decoder ids from decoder_start_token_id (encoder-decoder).
         """
         from ..generation import generate

@@ -2,7 +2,8 @@
 
 With a `KVCache`, a call processes only the new tokens; `attention_mask` then covers past + new
 positions, as in transformers. `logits_to_keep=1` computes the LM head for the last position only
-(what generation needs), saving a vocabulary-sized matmul per prompt token.
+(what generation needs), saving a vocabulary-sized matmul per prompt token. A caller feeding many
+steps passes one `plan` (masks and positions for all of them, `Stack.plan`) instead of a mask per step.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from ..layers.attention import KVCache
 from ..layers.block import Stack
 from ..layers.embedding import Embedding
 from ..layers.linear import Linear, linear
+from ..layers.masks import MaskPlan
 from .base import TransformerModel
 from .heads import SequenceClassifier, causal_lm_loss, select_token, sequence_classification_loss
 from .outputs import ModelOutput
@@ -38,12 +40,14 @@ class DecoderModel(TransformerModel):
 
     def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
                 position_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None,
-                cache: KVCache | None = None, logits_to_keep: int = 0, check: bool = True) -> ModelOutput:
+                cache: KVCache | None = None, logits_to_keep: int = 0, check: bool = True,
+                plan: MaskPlan | None = None, cache_position: torch.Tensor | None = None) -> ModelOutput:
         past = cache.length if cache is not None else 0
         if check:
             self.check_inputs(input_ids, attention_mask, past=past)
         hidden = self.decoder(self.embed_tokens(input_ids), input_ids=input_ids, attention_mask=attention_mask,
-                              position_ids=position_ids, cache=cache)  # (B, T, H)
+                              position_ids=position_ids, cache=cache, plan=plan,
+                              cache_position=cache_position)  # (B, T, H)
         out = ModelOutput(last_hidden_state=hidden)
         if self.head == "lm":
             out.logits = self.lm_logits(hidden[:, -logits_to_keep:] if logits_to_keep else hidden)

@@ -16,6 +16,7 @@ from ..layers.attention import KVCache
 from ..layers.block import Stack
 from ..layers.embedding import Embedding
 from ..layers.linear import Linear, linear
+from ..layers.masks import MaskPlan
 from .base import TransformerModel
 from .heads import SequenceClassifier, select_token, sequence_classification_loss, token_loss
 from .outputs import ModelOutput
@@ -70,7 +71,8 @@ class EncoderDecoderModel(TransformerModel):
     def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
                 decoder_input_ids: torch.Tensor | None = None, decoder_attention_mask: torch.Tensor | None = None,
                 labels: torch.Tensor | None = None, encoder_outputs: torch.Tensor | None = None,
-                cache: KVCache | None = None, logits_to_keep: int = 0, check: bool = True) -> ModelOutput:
+                cache: KVCache | None = None, logits_to_keep: int = 0, check: bool = True,
+                plan: MaskPlan | None = None, cache_position: torch.Tensor | None = None) -> ModelOutput:
         config = self.config
         if encoder_outputs is None:
             encoder_outputs = self.encode(input_ids, attention_mask)  # (B, S, H)
@@ -88,7 +90,8 @@ class EncoderDecoderModel(TransformerModel):
             self.check_inputs(decoder_input_ids, decoder_attention_mask, "decoder_input_ids", past=past)
         hidden = self.decoder(self.embed_tokens(decoder_input_ids), input_ids=decoder_input_ids,
                               attention_mask=decoder_attention_mask, context=encoder_outputs,
-                              context_mask=attention_mask, cache=cache)  # (B, T, H)
+                              context_mask=attention_mask, cache=cache, plan=plan,
+                              cache_position=cache_position)  # (B, T, H)
         out = ModelOutput(last_hidden_state=hidden, encoder_last_hidden_state=encoder_outputs)
         if self.head == "lm":
             out.logits = self.lm_logits(hidden[:, -logits_to_keep:] if logits_to_keep else hidden)
