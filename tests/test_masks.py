@@ -212,9 +212,21 @@ class HostSyncs(TorchDispatchMode):
 
 
 def syncs(model, ids, mask, new, **kwargs) -> int:
-    with torch.no_grad(), HostSyncs() as counter:
-        model.generate(ids, attention_mask=mask, max_new_tokens=new, min_new_tokens=new, **kwargs)
-    return counter.count
+    """Host synchronisations of one generate: the dispatcher's scalar reads plus `Tensor.tolist` (which reads a
+    tensor's memory directly, not through an op)."""
+    tolist, lists = torch.Tensor.tolist, []
+
+    def counted(self):
+        lists.append(1)
+        return tolist(self)
+
+    torch.Tensor.tolist = counted
+    try:
+        with torch.no_grad(), HostSyncs() as counter:
+            model.generate(ids, attention_mask=mask, max_new_tokens=new, min_new_tokens=new, **kwargs)
+    finally:
+        torch.Tensor.tolist = tolist
+    return counter.count + len(lists)
 
 
 @pytest.mark.parametrize("kind, kwargs", [("gpt2", {}), ("bloom", {}), ("t5", {}), ("bart", {}),
