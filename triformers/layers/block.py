@@ -132,7 +132,9 @@ class Stack(nn.Module):
         x = embeds
         if config.embedding_scale != 1.0:  # Gemma multiplies by the scale rounded to the embeddings' dtype
             scale = config.embedding_scale
-            x = x * (torch.tensor(scale, dtype=x.dtype).item() if config.embedding_scale_rounded else scale)
+            if config.embedding_scale_rounded:  # a float32 tensor cast to the dtype, as Gemma's embed_scale buffer
+                scale = torch.tensor(scale, dtype=torch.float32).to(x.dtype).item()
+            x = x * scale
         if self.project_in is not None:
             x = self.project_in(x)
         if self.positions is not None:
