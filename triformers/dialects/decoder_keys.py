@@ -102,7 +102,7 @@ def rope_keys(*, theta_key: str = "rope_theta", theta: float = 10000.0, fraction
     if original_key:
         keys.append(Key(original_key, None, int, original,
                         save=lambda c: (c.rope_scaling or {}).get("original_max_position_embeddings", original)))
-    keys += [Key("rope_scaling", None, (dict, NULL), None, optional=True, save=lambda c: c.rope_scaling),
+    keys += [Key("rope_scaling", None, (dict, NULL), None, optional=True, save=lambda c: None),
              Key("rope_parameters", ("rope_theta", "rope_scaling", "rotary_fraction"), (dict, NULL), None,
                  optional=True, load=load, save=parameters)]
     return tuple(keys)
@@ -151,7 +151,7 @@ def nested_rope_keys(*, theta: float, local_theta: float) -> tuple[Key, ...]:
 
     return (Key("rope_theta", None, float, theta, optional=True, save=lambda c: c.rope_theta),
             Key("rope_local_base_freq", None, float, local_theta, optional=True, save=lambda c: c.local_rope_theta),
-            Key("rope_scaling", None, (dict, NULL), None, optional=True, save=lambda c: c.rope_scaling),
+            Key("rope_scaling", None, (dict, NULL), None, optional=True, save=lambda c: None),
             Key("rope_parameters", ("rope_theta", "rope_scaling", "local_rope_theta"), (dict, NULL), None,
                 optional=True, load=load, save=parameters))
 

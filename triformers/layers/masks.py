@@ -86,8 +86,8 @@ class MaskPlan:
         end = start + length
         keys_end = self.length if static else end
         key = self.key_bias[..., first_key:keys_end] if self.key_bias is not None else None
-        # a window hides keys only if the oldest read is a window or more before the first query
-        windowed = kind == "sliding" and self.window is not None and start - first_key >= self.window
+        # a window hides keys only if the oldest key read is a window or more before the last query
+        windowed = kind == "sliding" and self.window is not None and end - 1 - first_key >= self.window
         # a prefix read holds no key after a single query: causality needs no mask there
         if self.relative is None and not windowed and not (self.causal and (length > 1 or static)):
             return key, False
