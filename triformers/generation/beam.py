@@ -12,7 +12,9 @@ import torch
 import torch.nn.functional as F
 
 from .options import GenerationOptions, eos_tensor
-from .processors import Processors, no_token_error
+from .outputs import recorder_for
+from .prepare import Stopping
+from .processors import LogitsProcessorList, no_token_error
 from .runner import Runner
 
 NEG = -1.0e9  # transformers' "impossible" score in beam search (finite, so sums stay comparable)
@@ -36,14 +38,18 @@ def _gather(tensor: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return torch.take_along_dim(tensor, index, dim=1)
 
 
-def beam_search(runner: Runner, prompt: torch.Tensor, options: GenerationOptions,
-                processors: Processors) -> torch.Tensor:
-    """Vectorised beam search (or beam sampling), transformers' `_beam_search` step for step."""
+def beam_search(runner: Runner, prompt: torch.Tensor, options: GenerationOptions, processors: LogitsProcessorList,
+                stopping: Stopping) -> tuple[torch.Tensor, dict]:
+    """Vectorised beam search (or beam sampling), transformers' `_beam_search` step for step.
+
+    Returns the sequences and the output fields (sequences_scores, scores, logits, beam_indices)."""
     B, L = prompt.shape
     K, device = options.num_beams, prompt.device
     max_length = L + options.max_new_tokens
-    eos = eos_tensor(options, device)
-    keep = max(2, 1 + len(options.eos_token_ids)) * K  # candidates kept per step: enough to survive EOS
+    eos = eos_tensor(stopping.eos_token_ids, device)
+    criteria = stopping.criteria
+    recorder = recorder_for(options)
+    keep = max(2, 1 + len(stopping.eos_token_ids)) * K  # candidates kept per step: enough to survive EOS
     top_beams = torch.arange(keep, device=device) < K  # (keep,): candidates that may finish a hypothesis
     pad = options.pad_token_id
     fill = (pad if pad else options.eos_token_ids[0]) if eos is not None else -1  # transformers' choice, 0 included
@@ -71,6 +77,8 @@ def beam_search(runner: Runner, prompt: torch.Tensor, options: GenerationOptions
         else:
             logits = runner.logits(flat, cur)
         log_probs = processors(flat, F.log_softmax(logits, dim=-1))  # (B*K, V)
+        if recorder is not None:
+            recorder.add(log_probs, logits)
         V = log_probs.shape[-1]
         log_probs = (log_probs.view(B, K, V) + running_scores[:, :, None]).view(B, K * V)
         bad = log_probs.isnan().any(dim=-1)  # (B,): NaN logits (a banned token is -inf, which beams survive)
@@ -95,6 +103,9 @@ def beam_search(runner: Runner, prompt: torch.Tensor, options: GenerationOptions
             hits = torch.isin(cand[:, :, cur], eos) | (cur + 1 >= max_length)
         else:
             hits = torch.full((B, keep), cur + 1 >= max_length, dtype=torch.bool, device=device)
+        if criteria:  # the other criteria judge each candidate as transformers does
+            so_far = recorder.scores_so_far() if recorder is not None else None
+            hits = hits | criteria(cand.view(B * keep, max_length)[:, :cur + 1], so_far).view(B, keep)
 
         # running beams for the next step: the K best candidates that did not end
         cand_running = top_scores + hits.float() * NEG
@@ -133,4 +144,8 @@ def beam_search(runner: Runner, prompt: torch.Tensor, options: GenerationOptions
     sequences = finished[:, :R].reshape(B * R, max_length)
     origin = finished_origin[:, :R].reshape(B * R, -1)
     generated = int((origin >= 0).sum(dim=1).max())
-    return sequences[:, :L + generated]
+    extra = {}
+    if recorder is not None:
+        extra = {**recorder.fields(), "beam_indices": origin[:, :generated].to(torch.int32),  # int32, as there
+                 "sequences_scores": finished_scores[:, :R].reshape(-1) if options.output_scores else None}
+    return sequences[:, :L + generated], extra

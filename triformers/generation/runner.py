@@ -29,15 +29,18 @@ class Runner:
     the columns the cache has not seen yet are fed (the prompt on the first call, then one token).
     """
 
-    def __init__(self, model, input_ids: torch.Tensor, attention_mask: torch.Tensor, padded: bool,
-                 total_length: int, use_cache: bool, static: bool = False):
+    def __init__(self, model, input_ids: torch.Tensor | None, attention_mask: torch.Tensor | None, padded: bool,
+                 total_length: int, use_cache: bool, static: bool = False, encoded: torch.Tensor | None = None):
         self.model = model
         self.encoder_decoder = model.family == "encoder-decoder"
-        B, device, dtype = input_ids.shape[0], input_ids.device, model.dtype
+        device, dtype = model.device, model.dtype
+        B = input_ids.shape[0] if input_ids is not None else encoded.shape[0]
         self.rows, self.encoded, stack = B, None, model.decoder
         self.positions = None  # without a cache, rotary types whose frequencies follow the length fed
         if self.encoder_decoder:
-            self.encoded = model.encode(input_ids, attention_mask if padded else None)  # (B, S, H)
+            if encoded is None:  # encoded: (B, S, H) states the caller computed (generate's encoder_outputs)
+                encoded = model.encode(input_ids, attention_mask if padded else None)
+            self.encoded = encoded.to(device=device, dtype=dtype)
             positions = (stack.position_ids(None, None, total_length, 0, device)  # (1, total)
                          if stack.positions is not None else None)
             self.plan = stack.plan(B, total_length, dtype, device, position_ids=positions,

@@ -2,7 +2,9 @@
 
 A name resolves to a local folder, else to a snapshot in the Hugging Face cache layout
 (`models--org--name/snapshots/<commit>/`, honouring HF_HUB_CACHE / HF_HOME and `revision`), else to a
-download through `huggingface_hub` (unless HF_HUB_OFFLINE is set).
+download through `huggingface_hub` (unless HF_HUB_OFFLINE is set or the caller asks for local files only).
+With `filename` (a GGUF repository holds several quantizations of one model, each one file), a snapshot counts
+only if it holds that file, and a download fetches that file alone.
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ from pathlib import Path
 from ..errors import ModelNotFoundError
 from .files import read_text
 
-# Files worth fetching from the hub: configs, tokenizers, weights (safetensors preferred).
-HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model"]
+# Files worth fetching from the hub: configs, tokenizers and their chat templates, weights (safetensors preferred).
+HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja"]
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 _REF_PART = re.compile(r"(?!\.\.?$)[\w.\-]{1,200}")  # one part of a ref name; "." and ".." refused
 
@@ -61,8 +63,10 @@ def _cached_snapshot(repo_id: str, revision: str | None, cache_dir: Path) -> Pat
 
 
 def resolve(name_or_path: str | os.PathLike, revision: str | None = None,
-            cache_dir: str | os.PathLike | None = None) -> Path:
-    """Return the local folder holding a model: a path, a cached snapshot, or a fresh download."""
+            cache_dir: str | os.PathLike | None = None, local_files_only: bool = False,
+            token: str | bool | None = None, filename: str | None = None) -> Path:
+    """Return the local folder holding a model (or, with `filename`, that file of it): a path, a cached
+    snapshot, or a fresh download (never with `local_files_only`; `token` is the hub's access token for it)."""
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         return path
@@ -74,17 +78,22 @@ def resolve(name_or_path: str | os.PathLike, revision: str | None = None,
     check_revision(revision)
     if re.fullmatch(r"[\w.\-]+(/[\w.\-]+)?", name) and ".." not in name:
         snapshot = _cached_snapshot(name, revision, cache)
-        if snapshot is not None:
+        if snapshot is not None and (filename is None or (snapshot / filename).exists()):
             return snapshot
         repo_folder = cache / ("models--" + name.replace("/", "--"))
-        looked.append(f"Hugging Face cache {repo_folder} (revision {revision or 'main'})")
-        if not is_offline():
+        wanted = f", file {filename}" if filename else ""
+        looked.append(f"Hugging Face cache {repo_folder} (revision {revision or 'main'}{wanted})")
+        if not is_offline() and not local_files_only:
             try:
                 from huggingface_hub import snapshot_download
 
-                return Path(snapshot_download(name, revision=revision, cache_dir=cache, allow_patterns=HUB_PATTERNS))
+                access = {"token": token} if token is not None else {}
+                patterns = HUB_PATTERNS if filename is None else [filename]
+                return Path(snapshot_download(name, revision=revision, cache_dir=cache, allow_patterns=patterns,
+                                              **access))
             except Exception as err:  # network errors, missing repos, gated repos: one clear message
                 looked.append(f"the hub ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})")
         else:
-            looked.append("the hub was not asked (HF_HUB_OFFLINE is set)")
+            looked.append("the hub was not asked (" + ("local_files_only" if local_files_only else
+                                                       "HF_HUB_OFFLINE is set") + ")")
     raise ModelNotFoundError(f"model {name!r} not found; looked in: " + "; ".join(looked))

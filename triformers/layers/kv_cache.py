@@ -72,10 +72,11 @@ class KVCache:
         return self.slots[layer][0]
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor,
-               position: int | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write k, v (B, heads, T, head_dim) at `position` (the first new one, or (T,) positions) and
-        return what attention reads: the prefix up to the new positions, every slot if static, or for a
-        ring layer the ring (one token) or its window part followed by the new keys (several)."""
+               position: int | torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write k, v (B, heads, T, head_dim) at `position` (the first new one, by default `length`, or
+        (T,) positions) and return what attention reads: the prefix up to the new positions, every slot if
+        static, or for a ring layer the ring (one token) or its window part followed by the new keys (several)."""
+        position = self.length if position is None else position
         in_ring, index = self.slots[layer]
         if in_ring:
             return self._ring_update(index, k, v, position)

@@ -18,6 +18,10 @@ from ..layers.onednn import pack, packable, unpack
 from ..layers.storage import row_major
 from ..layers.norms import RMSNorm
 
+# config fields a generation_config derived from a config (no config.json read) starts from
+SPECIAL_TOKENS = ("pad_token_id", "bos_token_id", "eos_token_id", "decoder_start_token_id", "forced_bos_token_id",
+                  "forced_eos_token_id")
+
 
 class TransformerModel(nn.Module):
     family: ClassVar[str]
@@ -34,7 +38,7 @@ class TransformerModel(nn.Module):
     def from_pretrained(cls, name_or_path: str | os.PathLike, *, head: str | None = None,
                         dtype: torch.dtype | None = None, revision: str | None = None,
                         ignore_mismatched_sizes: bool = False, quantize: str | None = None,
-                        **config_overrides: Any) -> TransformerModel:
+                        gguf_file: str | os.PathLike | None = None, **config_overrides: Any) -> TransformerModel:
         """Load a Hugging Face checkpoint (folder, cache, or hub id); the model is returned in eval().
 
         `dtype="auto"` keeps the checkpoint's dtype; `quantize="int8"` stores linear weights as int8
@@ -42,8 +46,10 @@ class TransformerModel(nn.Module):
         """
         from ..io.pretrained import load_model, locate
 
-        return load_model(cls, locate(name_or_path, revision, config_overrides), head=head, dtype=dtype,
-                          ignore_mismatched_sizes=ignore_mismatched_sizes, quantize=quantize)
+        generation_config = config_overrides.pop("generation_config", None)  # replaces the checkpoint's
+        return load_model(cls, locate(name_or_path, revision, config_overrides, gguf_file), head=head, dtype=dtype,
+                          ignore_mismatched_sizes=ignore_mismatched_sizes, quantize=quantize,
+                          generation_config=generation_config)
 
     @classmethod
     def from_config(cls, config: ModelConfig, *, head: str | None = None, dtype: torch.dtype | None = None):
@@ -53,7 +59,8 @@ class TransformerModel(nn.Module):
         return model.to(dtype) if dtype is not None else model
 
     def save_pretrained(self, folder: str | os.PathLike) -> None:
-        """Write config.json + model.safetensors that both triformers and transformers load."""
+        """Write config.json + model.safetensors (+ generation_config.json for a model that generates) that both
+        triformers and transformers load."""
         from ..io.pretrained import save_pretrained
 
         save_pretrained(self, folder)
@@ -148,20 +155,44 @@ class TransformerModel(nn.Module):
             return config.max_positions - config.pad_token_id - 1
         return config.max_positions
 
-    def generate(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
-                 **kwargs: Any) -> torch.Tensor:
+    @property
+    def generation_config(self) -> Any:
+        """The model's default generation settings (a `GenerationConfig`; None for a model that cannot
+        generate): read from the checkpoint's generation_config.json, else derived from its config.json as
+        transformers derives them (`GenerationConfig.from_model_config`)."""
+        if self.family == "encoder" or self.head != "lm":
+            return None
+        if self.__dict__.get("_generation_config") is None:
+            from ..generation.config import GenerationConfig
+
+            config = self.config
+            special = {name: getattr(config, name) for name in SPECIAL_TOKENS}
+            source = {**special, **config.extra, **config.source}  # the file's own keys over the dialect's defaults
+            self.__dict__["_generation_config"] = GenerationConfig.from_model_config(source)
+        return self.__dict__["_generation_config"]
+
+    @generation_config.setter
+    def generation_config(self, value: Any) -> None:
+        self.__dict__["_generation_config"] = value
+
+    def generate(self, inputs: torch.Tensor | None = None, generation_config: Any = None,
+                 logits_processor: list | None = None, stopping_criteria: list | None = None,
+                 streamer: Any = None, **kwargs: Any) -> Any:
         """Generate ids, token for token as transformers' `generate` (see triformers/generation/).
 
-        kwargs: max_new_tokens (20), min_new_tokens, do_sample, temperature, top_k, top_p, num_beams,
-        length_penalty, early_stopping (True | False | "never"), num_return_sequences,
-        repetition_penalty, no_repeat_ngram_size, eos_token_id, pad_token_id, forced_bos_token_id,
-        forced_eos_token_id, decoder_start_token_id, max_length, use_cache, cache_implementation ("dynamic" |
-        "static": fixed-shape steps that read the whole cache), generator or seed, streamer.
-        Returns prompt + new ids (decoder-only) or decoder ids from decoder_start_token_id (encoder-decoder).
+        inputs: the prompt (input_ids) as transformers' first argument; `input_ids=`, `attention_mask=`,
+        `decoder_input_ids=`, `encoder_outputs=` are taken as keywords too. generation_config: the base
+        settings (unset fields from `model.generation_config`); keyword arguments that are GenerationConfig
+        fields (max_new_tokens, do_sample, num_beams, temperature, top_k, top_p, ...) win over both.
+        cache_implementation: "dynamic" (default) or "static" (fixed-shape steps that read the whole cache).
+        logits_processor / stopping_criteria: the caller's own, with transformers' call signatures;
+        `tokenizer=` for stop_strings; triformers' `generator=` or `seed=` for reproducible sampling.
+        Returns prompt + new ids (decoder-only) or decoder ids from decoder_start_token_id (encoder-decoder),
+        or with `return_dict_in_generate=True` transformers' output object.
         """
         from ..generation import generate
 
-        return generate(self, input_ids, attention_mask, **kwargs)
+        return generate(self, inputs, generation_config, logits_processor, stopping_criteria, streamer, **kwargs)
 
     def check_inputs(self, input_ids: torch.Tensor | None, attention_mask: torch.Tensor | None,
                      name: str = "input_ids", past: int = 0) -> None:

@@ -46,12 +46,6 @@ def resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | str | None:
     return value
 
 
-def tokens_to_string(tokenizer: Tokenizer, tokens: Sequence[str]) -> str:
-    """transformers' fast `convert_tokens_to_string`: the backend decoder joins the pieces."""
-    decoder = tokenizer.backend.decoder
-    return decoder.decode(list(tokens)) if decoder is not None else " ".join(tokens)
-
-
 def softmax(logits: torch.Tensor) -> torch.Tensor:
     return torch.softmax(logits.float(), dim=-1)
 

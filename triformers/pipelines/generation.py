@@ -4,7 +4,10 @@
 Every keyword argument of `model.generate` passes through (max_new_tokens, do_sample, num_beams,
 temperature, top_k, top_p, num_return_sequences, ...). `text-generation` follows transformers'
 TextGenerationPipeline (5.x): prompts are left-padded in a batch, the new tokens are decoded without
-special tokens, and `return_full_text=True` (default) puts the prompt text in front. Unless told
+special tokens, and `return_full_text=True` (default) puts the prompt text in front. A chat (a list of
+{"role", "content"} messages, or a batch of them) is rendered with the tokenizer's chat template and comes back
+as the conversation with the reply appended as an assistant message (or, when the chat ends with an assistant
+message, that message continued: `continue_final_message`). Unless told
 otherwise it samples (do_sample=True, temperature=0.7) up to 256 new tokens: transformers' pipeline
 defaults for a model without generation_config.json (the length capped by the model's positions).
 The seq2seq pipelines keep transformers v4's behaviour (the pipelines were dropped in v5): keys
@@ -34,20 +37,36 @@ class TextGenerationPipeline(Pipeline):
 
     families, heads = ("decoder",), ("lm",)
 
-    def run(self, items: list[str], batch_size: int, return_full_text: bool = True, return_text: bool = True,
+    def is_single(self, inputs: list | tuple) -> bool:
+        """A list of messages is one chat (a list of chats is a batch)."""
+        return bool(inputs) and isinstance(inputs[0], dict)
+
+    def prompt_ids(self, item: Any, prefix: str, add_special_tokens: bool, continue_final_message: bool | None,
+                   tools: Any, documents: Any) -> list[int]:
+        """The ids of one prompt: a text (with `prefix`), or a chat through the chat template."""
+        if isinstance(item, str):
+            return self.tokenizer(prefix + item, add_special_tokens=add_special_tokens)["input_ids"]
+        if not _is_chat(item):
+            raise InputError(f"text-generation takes strings or chats (lists of {{'role', 'content'}} messages), "
+                             f"got {item!r:.100}")
+        prefill = _continues(item, continue_final_message)
+        return self.tokenizer.apply_chat_template(list(item), add_generation_prompt=not prefill,
+                                                  continue_final_message=prefill, tools=tools, documents=documents,
+                                                  return_dict=False)
+
+    def run(self, items: list[Any], batch_size: int, return_full_text: bool = True, return_text: bool = True,
             return_tensors: bool = False, prefix: str = "", skip_special_tokens: bool = True,
             clean_up_tokenization_spaces: bool | None = None, add_special_tokens: bool = False,
+            continue_final_message: bool | None = None, tools: Any = None, documents: Any = None,
             **generate_kwargs: Any) -> list[list[dict]]:
-        for item in items:
-            if not isinstance(item, str):
-                raise InputError(f"text-generation takes strings, got {item!r}")
         pad_id = self.tokenizer.pad_token_id
         if pad_id is None:
             eos = self.config.eos_token_id
             pad_id = (eos[0] if isinstance(eos, list) else eos) or 0
         results = []
         for group in chunks(items, batch_size):
-            rows = [self.tokenizer(prefix + text, add_special_tokens=add_special_tokens)["input_ids"] for text in group]
+            rows = [self.prompt_ids(item, prefix, add_special_tokens, continue_final_message, tools, documents)
+                    for item in group]
             ids, mask = pad_ids(rows, pad_id, side="left", device=self.device)
             kwargs = {**PIPELINE_SAMPLING, **generate_kwargs}
             if kwargs.get("max_new_tokens") is None and kwargs.get("max_length") is None:
@@ -58,7 +77,7 @@ class TextGenerationPipeline(Pipeline):
                 kwargs["pad_token_id"] = pad_id
             out = self.model.generate(ids, attention_mask=mask, **kwargs).cpu()
             per_prompt = out.shape[0] // len(group)
-            for row, text in enumerate(group):
+            for row, item in enumerate(group):
                 records = []
                 for sequence in out[row * per_prompt:(row + 1) * per_prompt].tolist():
                     if return_tensors:
@@ -66,9 +85,29 @@ class TextGenerationPipeline(Pipeline):
                         continue
                     new = self.tokenizer.decode(sequence[ids.shape[1]:], skip_special_tokens=skip_special_tokens,
                                                 clean_up_tokenization_spaces=clean_up_tokenization_spaces)
-                    records.append({"generated_text": text + new if return_full_text else new})
+                    text = new if not return_full_text else item + new if isinstance(item, str) \
+                        else _with_reply(item, new, continue_final_message)
+                    records.append({"generated_text": text})
                 results.append(records)
         return results
+
+
+def _is_chat(item: Any) -> bool:
+    return isinstance(item, (list, tuple)) and bool(item) and all(
+        isinstance(m, dict) and "role" in m and "content" in m for m in item)
+
+
+def _continues(chat: list[dict], continue_final_message: bool | None) -> bool:
+    """transformers' default: a chat that ends with an assistant message is a prefill to continue."""
+    return chat[-1]["role"] == "assistant" if continue_final_message is None else bool(continue_final_message)
+
+
+def _with_reply(chat: list[dict], reply: str, continue_final_message: bool | None) -> list[dict]:
+    """The conversation with the reply: appended as an assistant message, or continuing the final message."""
+    if _continues(chat, continue_final_message):
+        last = chat[-1]
+        return list(chat[:-1]) + [{"role": last["role"], "content": last["content"] + reply}]
+    return list(chat) + [{"role": "assistant", "content": reply}]
 
 
 class Text2TextGenerationPipeline(Pipeline):

@@ -21,7 +21,7 @@ import torch
 
 from ..auto import AutoModelForTokenClassification
 from ..errors import InputError
-from .base import Pipeline, chunks, softmax, tokens_to_string
+from .base import Pipeline, chunks, softmax
 
 STRATEGIES = ("none", "simple", "first", "average", "max")
 
@@ -141,7 +141,7 @@ class TokenClassificationPipeline(Pipeline):
             scores = torch.stack([piece["scores"] for piece in pieces]).mean(0)
         best = int(scores.argmax())
         return {"entity": self.config.labels()[best], "score": float(scores[best]),
-                "word": tokens_to_string(self.tokenizer, [piece["word"] for piece in pieces]),
+                "word": self.tokenizer.convert_tokens_to_string([piece["word"] for piece in pieces]),
                 "start": pieces[0]["start"], "end": pieces[-1]["end"]}
 
     def group(self, entities: list[dict]) -> list[dict]:
@@ -155,5 +155,5 @@ class TokenClassificationPipeline(Pipeline):
                 groups.append([entity])
         return [{"entity_group": members[0]["entity"].split("-", 1)[-1],
                  "score": sum(m["score"] for m in members) / len(members),
-                 "word": tokens_to_string(self.tokenizer, [m["word"] for m in members]),
+                 "word": self.tokenizer.convert_tokens_to_string([m["word"] for m in members]),
                  "start": members[0]["start"], "end": members[-1]["end"]} for members in groups]

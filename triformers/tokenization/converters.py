@@ -65,7 +65,7 @@ ROBERTA = Family(
     },
 )
 T5 = Family("t5", "T5Tokenizer", {"eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>"})
-GENERIC = Family("generic", "PreTrainedTokenizerFast", {}, ("input_ids", "token_type_ids", "attention_mask"))
+GENERIC = Family("generic", "PreTrainedTokenizerFast", {})  # transformers 5: no token_type_ids
 
 # tokenizer_config.json `tokenizer_class` (without a "Fast" suffix) -> family.
 CLASS_FAMILIES = {
@@ -269,6 +269,24 @@ def t5_post_processor(eos: str, eos_id: int) -> processors.TemplateProcessing:
     return processors.TemplateProcessing(
         single=["$A", eos], pair=["$A", eos, "$B", eos], special_tokens=[(eos, eos_id)]
     )
+
+
+def apply_family_flags(backend: Backend, family: Family, config: dict) -> None:
+    """The family flags tokenizer_config.json (or the caller) sets, applied over a tokenizer.json that says
+    otherwise: transformers rebuilds these parts of a family's pipeline from the flags, so the flags win."""
+    if family in (GPT2, ROBERTA) and config.get("add_prefix_space") is not None:
+        pre = backend_component(backend, "pre_tokenizer") or {}
+        if pre.get("type") == "ByteLevel" and pre.get("add_prefix_space") != config["add_prefix_space"]:
+            backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=bool(config["add_prefix_space"]))
+    flags = ("do_lower_case", "strip_accents", "tokenize_chinese_chars")
+    if family is BERT and any(key in config for key in flags):
+        norm = backend_component(backend, "normalizer") or {}
+        if norm.get("type") == "BertNormalizer":
+            backend.normalizer = normalizers.BertNormalizer(
+                clean_text=bool(norm.get("clean_text", True)),
+                handle_chinese_chars=bool(config.get("tokenize_chinese_chars", norm.get("handle_chinese_chars"))),
+                strip_accents=config["strip_accents"] if "strip_accents" in config else norm.get("strip_accents"),
+                lowercase=bool(config.get("do_lower_case", norm.get("lowercase"))))
 
 
 def backend_component(backend: Backend, part: str) -> dict | None:

@@ -8,7 +8,13 @@ Every value read from tokenizer_config.json / special_tokens_map.json is checked
 concurrent save never shows half of one set and half of another.
 Writing derives the family flags (do_lower_case, add_prefix_space, extra_ids) from the backend itself,
 because transformers rebuilds the family's pipeline from those flags rather than from tokenizer.json;
-the three files are published as one set (`io.publish`).
+the files are published as one set (`io.publish`). Chat templates are read and saved as transformers 5 does
+(see `chat_files.py`).
+
+`from_pretrained` keywords: tokenizer_config.json keys override the file's (`padding_side`, `model_max_length`,
+`pad_token`, `chat_template`, ...) and are saved like them; the loading options (`use_fast`, `cache_dir`,
+`revision`, `local_files_only`, `token`, `subfolder`, `trust_remote_code`) are used and never saved; any other
+keyword is a TokenizerError naming it.
 """
 
 from __future__ import annotations
@@ -23,9 +29,10 @@ from tokenizers import AddedToken
 from ..errors import TokenizerError
 from ..io.files import read_json
 from ..io.hub import resolve
-from ..io.pretrained import Checkpoint
+from ..io.pretrained import Checkpoint, gguf_location, gguf_source
 from ..io.publish import FolderView, publish, reading
 from . import converters as cv
+from .chat_files import as_templates, read_chat_templates, stale_templates
 from .tokenizer import Tokenizer
 
 logger = logging.getLogger("triformers")
@@ -41,12 +48,24 @@ _DROPPED_KEYS = {
     "extra_special_tokens",
     "vocab_file",
     "merges_file",
+    "chat_template",  # kept as Tokenizer.chat_template, written back by `save_folder`
+    "split_special_tokens",  # kept as Tokenizer.split_special_tokens
+    "is_local",  # transformers 5 writes its loading options into the file; they describe that load only
+    "local_files_only",
 }
+# from_pretrained keywords that say how to find the files, not what the tokenizer is: used, never saved
+LOADING_OPTIONS = ("use_fast", "cache_dir", "revision", "local_files_only", "token", "subfolder", "trust_remote_code")
+# tokenizer_config.json keys a caller may override (besides the keys of the folder's own file)
+CONFIG_KEYS = frozenset({*cv.SPECIAL_KEYS, "additional_special_tokens", "extra_special_tokens", "model_max_length",
+                         "padding_side", "truncation_side", "strip_accents", "model_input_names", "extra_ids",
+                         "tokenizer_class", "chat_template", "legacy", "split_special_tokens", "errors",
+                         "sp_model_kwargs", "spaces_between_special_tokens", "added_tokens_decoder",
+                         "do_basic_tokenize", "never_split"})
 
 
 MAX_EXTRA_IDS = 10_000  # T5 has 100 sentinels; a count beyond any model would build millions of tokens
 _FLAGS = ("add_prefix_space", "add_bos_token", "add_eos_token", "trim_offsets", "do_lower_case",
-          "tokenize_chinese_chars", "clean_up_tokenization_spaces")
+          "tokenize_chinese_chars", "clean_up_tokenization_spaces", "legacy", "split_special_tokens")
 
 
 def _read_optional_json(view: FolderView, name: str, what: str) -> dict:
@@ -104,6 +123,8 @@ def check_config(config: dict, where: Path | str) -> dict:
         raise bad("extra_ids", f"an integer in 0..{MAX_EXTRA_IDS}")
     if present("tokenizer_class") and not isinstance(config["tokenizer_class"], str):
         raise bad("tokenizer_class", "a class name")
+    if present("chat_template") and as_templates(config["chat_template"]) is None:
+        raise bad("chat_template", "a Jinja template or a list of {'name': ..., 'template': ...}")
     return config
 
 
@@ -112,25 +133,67 @@ def load_folder(
     revision: str | None = None,
     cache_dir: str | None = None,
     overrides: dict[str, Any] | None = None,
+    gguf_file: str | None = None,
 ) -> Tokenizer:
-    model_type = None
+    overrides = dict(overrides or {})
+    options = {key: overrides.pop(key) for key in LOADING_OPTIONS if key in overrides}
+    revision = options.pop("revision", revision)
+    cache_dir = options.pop("cache_dir", cache_dir)
+    folder, model_type = None, None
+    if options.get("trust_remote_code"):
+        where = name_or_path.folder if isinstance(name_or_path, Checkpoint) else name_or_path
+        raise TokenizerError(f"{where}: trust_remote_code=True is refused: triformers never runs code from a "
+                             "model folder or the hub (drop the argument)")
     if isinstance(name_or_path, Checkpoint):  # already resolved, its config read
+        if name_or_path.gguf is not None:
+            return _load_gguf(gguf_source(name_or_path), overrides, str(name_or_path.gguf))
         folder, model_type = name_or_path.folder, name_or_path.config.model_type
         name_or_path = str(folder)
-    else:
-        folder = resolve(name_or_path, revision=revision, cache_dir=cache_dir)
-    overrides = dict(overrides or {})
-    if overrides.pop("trust_remote_code", False):
-        raise TokenizerError(f"{folder}: trust_remote_code=True is refused: triformers never runs code from a "
-                             "model folder or the hub (drop the argument)")
+    if options.get("use_fast", True) is not True:
+        logger.warning("use_fast=%r is ignored: triformers tokenizers are always fast (`tokenizers`) ones, as "
+                       "transformers 5's are", options["use_fast"])
+    if folder is None:
+        gguf = gguf_location(name_or_path, gguf_file, revision)
+        if gguf is not None:
+            from ..io.gguf import GGUFFile
+
+            return _load_gguf(GGUFFile(gguf), overrides, str(name_or_path))
+        folder = resolve(name_or_path, revision=revision, cache_dir=cache_dir,
+                         local_files_only=bool(options.get("local_files_only")), token=options.get("token"))
+    folder = _subfolder(folder, options.get("subfolder"))
     with reading(folder) as view:
         return _load(folder, view, overrides, str(name_or_path), model_type)
+
+
+def _subfolder(folder: Path, subfolder: Any) -> Path:
+    """`folder/subfolder`, which must be a folder inside `folder`."""
+    if not subfolder:
+        return folder
+    if not isinstance(subfolder, (str, Path)) or Path(subfolder).is_absolute() or ".." in Path(subfolder).parts:
+        raise TokenizerError(f"subfolder must be a relative folder name inside {folder}, got {subfolder!r}")
+    inner = folder.joinpath(*Path(subfolder).parts)
+    if not inner.is_dir():
+        raise TokenizerError(f"no subfolder {subfolder!r} in {folder}")
+    return inner
+
+
+def _check_overrides(overrides: dict[str, Any], config: dict, config_file: Path) -> None:
+    """from_pretrained keywords are tokenizer_config.json keys (known ones, or the folder's own): else an error."""
+    unknown = sorted(k for k in overrides if k not in CONFIG_KEYS and k not in _FLAGS and k not in config)
+    if unknown:
+        raise TokenizerError(f"AutoTokenizer.from_pretrained: unknown keyword argument(s) {', '.join(unknown)}: not "
+                             f"tokenizer_config.json keys ({config_file} or transformers' usual ones) nor loading "
+                             f"options ({', '.join(LOADING_OPTIONS)})")
 
 
 def _load(folder: Path, view: FolderView, overrides: dict[str, Any], name_or_path: str,
           model_type: str | None) -> Tokenizer:
     config_file = folder / "tokenizer_config.json"
     config = check_config(_read_optional_json(view, "tokenizer_config.json", "tokenizer config"), config_file)
+    _check_overrides(overrides, config, config_file)
+    files_template = read_chat_templates(view)
+    if files_template is not None and "chat_template" not in overrides:  # template files take priority
+        config = {**config, "chat_template": files_template}
     config = check_config({**config, **overrides}, "tokenizer arguments") if overrides else config
     if "auto_map" in config:
         logger.warning("%s: ignoring 'auto_map' (triformers never runs code from a model folder)", config_file)
@@ -163,7 +226,29 @@ def _load(folder: Path, view: FolderView, overrides: dict[str, Any], name_or_pat
                         else AddedToken(_name(token), normalized=False)
                     ]
                 )
-    tokenizer = Tokenizer(
+    tokenizer = assemble(backend, family, special, additional, config, name_or_path)
+    if post is not None:
+        set_post_processor(tokenizer, post, config)
+    return tokenizer
+
+
+def _load_gguf(gguf: Any, overrides: dict[str, Any], name_or_path: str) -> Tokenizer:
+    """The tokenizer a GGUF file's metadata describe (`tokenization.gguf`), with the caller's overrides."""
+    from .gguf import GGUF_FAMILY, tokenizer_parts
+
+    backend, config = tokenizer_parts(gguf)
+    config = check_config({**config, **overrides}, "tokenizer arguments") if overrides else config
+    special = {k: v for k, v in config.items() if k in cv.SPECIAL_KEYS and v is not None}
+    additional = list(config.get("additional_special_tokens") or [])
+    tokenizer = assemble(backend, GGUF_FAMILY, special, additional, config, name_or_path)
+    set_post_processor(tokenizer, "gpt2", config)  # optional BOS / EOS, as transformers' update_post_processor
+    return tokenizer
+
+
+def assemble(backend: Any, family: cv.Family, special: dict, additional: list, config: dict,
+             name_or_path: str) -> Tokenizer:
+    """A Tokenizer over `backend` with the settings of a tokenizer_config.json-style dict."""
+    return Tokenizer(
         backend,
         family,
         special_tokens={k: v for k, v in special.items() if k in cv.SPECIAL_KEYS},
@@ -175,10 +260,9 @@ def _load(folder: Path, view: FolderView, overrides: dict[str, Any], name_or_pat
         model_input_names=config.get("model_input_names"),
         config={k: v for k, v in config.items() if k not in _DROPPED_KEYS and k not in cv.SPECIAL_KEYS},
         name_or_path=name_or_path,
+        chat_template=as_templates(config["chat_template"]) if config.get("chat_template") is not None else None,
+        split_special_tokens=bool(config.get("split_special_tokens")),
     )
-    if post is not None:
-        set_post_processor(tokenizer, post, config)
-    return tokenizer
 
 
 def _backend(folder: Path, view: FolderView, config: dict, family: cv.Family | None, special: dict,
@@ -189,6 +273,7 @@ def _backend(folder: Path, view: FolderView, config: dict, family: cv.Family | N
     if view.path("tokenizer.json").exists():
         backend = cv.load_tokenizer_json(view.path("tokenizer.json"))
         family = family or cv.GENERIC
+        cv.apply_family_flags(backend, family, config)
         post = None
     elif view.path("vocab.txt").exists():
         family = _check_family(family, cv.BERT, folder / "vocab.txt", config_file)
@@ -311,14 +396,24 @@ def save_folder(tokenizer: Tokenizer, save_directory: str) -> list[str]:
         "clean_up_tokenization_spaces": tokenizer.clean_up_tokenization_spaces,
         "model_input_names": tokenizer.model_input_names,
     }
+    if tokenizer.split_special_tokens:
+        config["split_special_tokens"] = True
+    template = tokenizer.chat_template
+    if template is not None and as_templates(template) is None:
+        raise TokenizerError(f"cannot save tokenizer.chat_template: it must be a string or a dict of named strings, "
+                             f"got {type(template).__name__}")
+    if isinstance(template, dict):  # transformers' format for named templates in tokenizer_config.json
+        config["chat_template"] = [{"name": name, "template": text} for name, text in template.items()]
     with tokenizer._lock:  # the backend's per-call settings are never in what is saved
         backend_text = tokenizer.backend.to_str(pretty=True)
     files = {
-        "tokenizer.json": backend_text,
-        "tokenizer_config.json": json.dumps(config, indent=2, ensure_ascii=False, allow_nan=False),
-        "special_tokens_map.json": json.dumps(tokenizer.special_tokens_map, indent=2, ensure_ascii=False),
+        "tokenizer.json": backend_text + "\n",
+        "tokenizer_config.json": json.dumps(config, indent=2, ensure_ascii=False, allow_nan=False) + "\n",
+        "special_tokens_map.json": json.dumps(tokenizer.special_tokens_map, indent=2, ensure_ascii=False) + "\n",
     }
-    with publish(folder, error=TokenizerError) as staging:
+    if isinstance(template, str):
+        files["chat_template.jinja"] = template  # as it is: a template's last character is part of its output
+    with publish(folder, stale=stale_templates, error=TokenizerError) as staging:
         for name, text in files.items():
-            (staging / name).write_text(text + "\n", encoding="utf-8")
+            (staging / name).write_text(text, encoding="utf-8")
     return [str(folder / name) for name in files]

@@ -12,7 +12,6 @@ TokenizerErrors (see `backend.py`).
 from __future__ import annotations
 
 import re
-import warnings
 from typing import Any, Iterable, Sequence
 
 import torch
@@ -20,8 +19,11 @@ from tokenizers import AddedToken
 from tokenizers import Tokenizer as Backend
 
 from ..errors import TokenizerError
-from .backend import as_tokenizer_error, backend_errors, configure, new_lock
+from .chat import apply_chat_template, select_template
+from .backend import backend_errors, new_lock
 from .batch import BatchEncoding
+from .encoding import call_options, encode_call
+from .padding import pad as pad_inputs
 from .converters import GENERIC, SPECIAL_KEYS, VERY_LARGE_INTEGER, Family
 from .specials import _content, _special_property, clean_up_tokenization
 
@@ -44,6 +46,8 @@ class Tokenizer:
         model_input_names: Sequence[str] | None = None,
         config: dict | None = None,
         name_or_path: str = "",
+        chat_template: str | dict[str, str] | None = None,
+        split_special_tokens: bool = False,
     ):
         self.backend = backend
         self._lock = new_lock(self)
@@ -55,6 +59,8 @@ class Tokenizer:
         self.model_input_names = list(model_input_names or family.model_input_names)
         self.config = dict(config or {})  # other tokenizer_config.json keys, written back on save
         self.name_or_path = name_or_path
+        self.chat_template = chat_template  # a Jinja template, or {name: template}; see chat.py
+        self.split_special_tokens = bool(split_special_tokens)  # special tokens in texts encoded as plain text
         self.pad_token_type_id = 0
         self._special: dict[str, str | None] = dict.fromkeys(SPECIAL_KEYS)
         self._additional: list[str] = []
@@ -64,15 +70,18 @@ class Tokenizer:
     # ---- construction -------------------------------------------------------------------------
     @classmethod
     def from_pretrained(
-        cls, name_or_path: str, revision: str | None = None, cache_dir: str | None = None, **overrides: Any
+        cls, name_or_path: str, revision: str | None = None, cache_dir: str | None = None,
+        gguf_file: str | None = None, **overrides: Any
     ) -> Tokenizer:
-        """Load `tokenizer.json` or legacy vocab files from a folder, the HF cache or the hub.
+        """Load `tokenizer.json` or legacy vocab files from a folder, the HF cache or the hub; with `gguf_file` (or
+        for a path to a `.gguf` file), the tokenizer stored in that GGUF file's metadata.
 
         `overrides` are tokenizer_config.json keys (`padding_side="left"`, `pad_token="<pad>"`, ...).
         """
         from .loading import load_folder
 
-        return load_folder(name_or_path, revision=revision, cache_dir=cache_dir, overrides=overrides)
+        return load_folder(name_or_path, revision=revision, cache_dir=cache_dir, overrides=overrides,
+                           gguf_file=gguf_file)
 
     # ---- special tokens -----------------------------------------------------------------------
     def _add_special_tokens(self, tokens: dict[str, Any], replace_additional: bool = True) -> int:
@@ -188,9 +197,18 @@ class Tokenizer:
         special = set(self.all_special_ids) if skip_special_tokens else set()
         return [self.backend.id_to_token(int(i)) for i in ids if int(i) not in special]
 
-    def tokenize(self, text: str, pair: str | None = None, add_special_tokens: bool = False) -> list[str]:
-        with self._lock, backend_errors("tokenize"):
-            return self.backend.encode(text, pair, add_special_tokens=add_special_tokens).tokens
+    def tokenize(self, text: str, pair: str | None = None, add_special_tokens: bool = False, **kwargs: Any
+                 ) -> list[str]:
+        """The tokens of one text (or pair), special tokens left out unless asked; keywords as for a call."""
+        if not isinstance(text, str) or not (pair is None or isinstance(pair, str)):
+            raise TokenizerError(f"tokenize takes a string (and a pair string), got {type(text).__name__}")
+        return self(text, pair, add_special_tokens=add_special_tokens, **kwargs).encodings[0].tokens
+
+    def convert_tokens_to_string(self, tokens: Sequence[str]) -> str:
+        """Join tokens into text with the backend's decoder (byte-level, WordPiece "##", "▁" ...), as transformers."""
+        decoder = self.backend.decoder
+        with self._lock, backend_errors("convert_tokens_to_string"):
+            return decoder.decode(list(tokens)) if decoder is not None else " ".join(tokens)
 
     def __repr__(self) -> str:
         return (
@@ -202,107 +220,43 @@ class Tokenizer:
     # ---- encoding -----------------------------------------------------------------------------
     def __call__(
         self,
-        text: str | Sequence[str],
+        text: str | Sequence[str] | None = None,
         text_pair: str | Sequence[str] | None = None,
+        text_target: str | Sequence[str] | None = None,
+        text_pair_target: str | Sequence[str] | None = None,
         *,
-        padding: bool | str = False,
-        truncation: bool | str | None = None,
-        max_length: int | None = None,
-        stride: int = 0,
-        pad_to_multiple_of: int | None = None,
-        return_tensors: str | None = None,
-        return_token_type_ids: bool | None = None,
-        return_attention_mask: bool | None = None,
-        return_offsets_mapping: bool = False,
-        return_special_tokens_mask: bool = False,
-        return_length: bool = False,
-        add_special_tokens: bool = True,
-        padding_side: str | None = None,
-        is_split_into_words: bool = False,
+        tokenizer_kwargs: dict[str, Any] | None = None,
+        **options: Any,
     ) -> BatchEncoding:
-        """Encode one text, a pair, or a batch, with transformers' arguments and defaults."""
-        batched = isinstance(text, (list, tuple)) and not (is_split_into_words and text and isinstance(text[0], str))
-        texts = list(text) if batched else [text]
-        if not batched and not text_pair:
-            text_pair = None  # transformers treats an empty single pair as no pair
-        if batched and isinstance(text_pair, str):
-            raise TokenizerError("for a batch of texts, text_pair must be a list of the same length, not a string")
-        if text_pair is not None and not isinstance(text_pair, (str, list, tuple)):
-            raise TokenizerError(f"text_pair must be a string or a list of strings, got {type(text_pair).__name__}")
-        if text_pair is not None:
-            pairs = list(text_pair) if batched else [text_pair]
-            if len(pairs) != len(texts):
-                raise TokenizerError(f"got {len(texts)} texts but {len(pairs)} text pairs")
-            inputs: list = list(zip(texts, pairs, strict=True))
-        else:
-            inputs = texts
-        for item in texts if text_pair is None else texts + pairs:
-            if not isinstance(item, (str, list, tuple)) or (not is_split_into_words and not isinstance(item, str)):
-                raise TokenizerError(f"text input must be a string or a list of strings, got {type(item).__name__}")
-        truncating, encodings = self._encode(inputs, (padding, truncation, max_length, stride, pad_to_multiple_of,
-                                                      padding_side), add_special_tokens, is_split_into_words)
-        longest = max((len(e.ids) for e in encodings), default=0)
-        if not truncating and max_length is None and 0 < self.model_max_length < longest:
-            # transformers only warns here: the model's position table is the hard limit
-            warnings.warn(
-                f"Token indices sequence length is longer than the specified maximum sequence length "
-                f"for this model ({longest} > {self.model_max_length}). Running this sequence through "
-                f"the model will result in indexing errors",
-                stacklevel=2,
-            )
-        want_types = (
-            "token_type_ids" in self.model_input_names if return_token_type_ids is None else return_token_type_ids
-        )
-        want_mask = (
-            "attention_mask" in self.model_input_names if return_attention_mask is None else return_attention_mask
-        )
-        data: dict[str, list] = {"input_ids": [e.ids for e in encodings]}
-        if want_types:
-            data["token_type_ids"] = [e.type_ids for e in encodings]
-        if want_mask:
-            data["attention_mask"] = [e.attention_mask for e in encodings]
-        if return_special_tokens_mask:
-            data["special_tokens_mask"] = [e.special_tokens_mask for e in encodings]
-        if return_offsets_mapping:
-            data["offset_mapping"] = [[tuple(o) for o in e.offsets] for e in encodings]
-        if return_length:
-            data["length"] = [len(e.ids) for e in encodings]
-        return BatchEncoding(self._convert(data, batched, return_tensors), encodings)
+        """Encode one text, a pair, or a batch (and targets: `labels`), with transformers' arguments and defaults:
+        add_special_tokens, padding, truncation, max_length, stride, is_split_into_words, pad_to_multiple_of,
+        padding_side, return_tensors, return_token_type_ids, return_attention_mask, return_overflowing_tokens,
+        return_special_tokens_mask, return_offsets_mapping, return_length, verbose, split_special_tokens,
+        max_target_length (see `encoding.py`); any other keyword is a TokenizerError naming it."""
+        return encode_call(self, text, text_pair, text_target, text_pair_target,
+                           call_options(options, tokenizer_kwargs))
 
-    def _encode(self, inputs: list, settings: tuple, add_special_tokens: bool, pretokenized: bool
-                ) -> tuple[bool, list]:
-        """(truncating?, encodings) of one call: the settings are the backend's state, so one call at a time
-        sets, uses and resets them, under the lock; the backend's bare Exceptions and panics are TokenizerErrors."""
-        with self._lock:
-            try:
-                truncating = configure(self, *settings)
-                encodings = self.backend.encode_batch(inputs, add_special_tokens=add_special_tokens,
-                                                      is_pretokenized=pretokenized)
-            except BaseException as err:
-                mapped = as_tokenizer_error(err, f"tokenization failed (text input, is_split_into_words="
-                                                 f"{pretokenized})")
-                if mapped is err:
-                    raise
-                raise mapped from None
-            finally:
-                self.backend.no_padding()
-                self.backend.no_truncation()
-        return truncating, encodings
+    def pad(self, encoded_inputs: Any, padding: bool | str = True, max_length: int | None = None,
+            pad_to_multiple_of: int | None = None, padding_side: str | None = None,
+            return_attention_mask: bool | None = None, return_tensors: str | None = None,
+            verbose: bool = True) -> BatchEncoding:
+        """Pad encoded inputs (a dict of lists, or a list of dicts as a DataLoader hands them), as transformers."""
+        return pad_inputs(self, encoded_inputs, padding, max_length, pad_to_multiple_of, padding_side,
+                          return_attention_mask, return_tensors, verbose)
 
-    @staticmethod
-    def _convert(data: dict[str, list], batched: bool, return_tensors: str | None) -> dict[str, Any]:
-        if return_tensors is None:
-            return data if batched else {k: v[0] for k, v in data.items()}
-        if return_tensors != "pt":
-            raise TokenizerError(f"return_tensors must be None or 'pt', got {return_tensors!r}")
-        out = {}
-        for key, rows in data.items():
-            if key != "length" and len({len(r) for r in rows}) > 1:
-                raise TokenizerError(
-                    "sequences have different lengths: pass padding=True (and truncation=True) to return tensors"
-                )
-            out[key] = torch.tensor(rows, dtype=torch.long)
-        return out
+    def apply_chat_template(self, conversation: Any, tools: list | None = None, documents: list | None = None,
+                            chat_template: str | None = None, add_generation_prompt: bool = False,
+                            continue_final_message: bool | str = False, tokenize: bool = True,
+                            **kwargs: Any) -> Any:
+        """Render a conversation (or a batch of them) with the chat template, and tokenize it unless
+        `tokenize=False`; the other keywords are transformers' (see `chat.py`) or the template's own variables."""
+        return apply_chat_template(self, conversation, tools=tools, documents=documents, chat_template=chat_template,
+                                   add_generation_prompt=add_generation_prompt,
+                                   continue_final_message=continue_final_message, tokenize=tokenize, **kwargs)
+
+    def get_chat_template(self, chat_template: str | None = None, tools: list | None = None) -> str:
+        """The template text `apply_chat_template` would use (a name picks one of several templates)."""
+        return select_template(self, chat_template, tools)[0]
 
     def encode(
         self, text: str, text_pair: str | None = None, add_special_tokens: bool = True, **kwargs: Any
