@@ -208,7 +208,8 @@ class Dialect:
     family: str  # encoder | decoder | encoder-decoder
     recipe: Recipe | None = None  # how `triformers pretrain` trains it from scratch (None: it cannot)
     base_prefix: str = ""  # how head classes nest the body in checkpoint names ("bert.", "transformer.")
-    head_prefixes: dict[str, str] = {}  # a head class that nests it otherwise (LlamaForQuestionAnswering: "transformer.")
+    # a head class that nests it otherwise (LlamaForQuestionAnswering: "transformer.")
+    head_prefixes: dict[str, str] = {}
     architectures: dict[str | None, str] = {}  # our head -> transformers class name written to config.json
     ignore: tuple[str, ...] = ()  # regexes of checkpoint keys dropped silently (buffers, tied copies)
     keys: tuple[Key, ...] = ()  # config.json keys <-> ModelConfig fields, in reading order

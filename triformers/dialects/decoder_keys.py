@@ -42,7 +42,8 @@ def size_keys(*, vocab: int, hidden: int, intermediate: int, layers: int, heads:
                          load=lambda value, read: (value, value ** 0.5), save=lambda c: c.hidden_size)
     act_transforms = _tanh_gelu_activation()
     if gemma:
-        act_transforms["load"] = lambda value, read: "gelu_tanh" if value == "gelu" else activation()["load"](value, read)
+        act_transforms["load"] = lambda value, read: ("gelu_tanh" if value == "gelu"
+                                                      else activation()["load"](value, read))
     return (
         Key("vocab_size", "vocab_size", int, vocab),
         hidden_key,

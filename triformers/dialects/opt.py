@@ -24,7 +24,8 @@ class OPTDialect(Dialect):
     family = "decoder"
     recipe = Recipe("clm", "bpe")
     base_prefix = "model."
-    architectures = {None: "OPTModel", "lm": "OPTForCausalLM", "sequence_classification": "OPTForSequenceClassification",
+    architectures = {None: "OPTModel", "lm": "OPTForCausalLM",
+                     "sequence_classification": "OPTForSequenceClassification",
                      "question_answering": "OPTForQuestionAnswering"}
     ignore = (r"^lm_head\.weight$",)
     # OPTConfig (transformers 5.24 configuration_opt.py)
@@ -34,7 +35,8 @@ class OPTDialect(Dialect):
         Key("num_hidden_layers", "num_layers", int, 12),
         Key("ffn_dim", "intermediate_size", int, 3072),
         Key("max_position_embeddings", "max_positions", int, 2048),
-        Key("_remove_final_layer_norm", None, bool, False, save=lambda c: c.norm_placement == "pre" and not c.final_norm),
+        Key("_remove_final_layer_norm", None, bool, False,
+            save=lambda c: c.norm_placement == "pre" and not c.final_norm),
         Key("do_layer_norm_before", ("norm_placement", "final_norm"), bool, True,
             load=lambda value, read: ("pre" if value else "post", value and not read["_remove_final_layer_norm"]),
             save=lambda c: c.norm_placement == "pre"),
@@ -81,5 +83,6 @@ class OPTDialect(Dialect):
         elif head == "sequence_classification":
             rules.append(Rule("classifier.out.weight", ("score.weight",), head=head))
         elif head == "question_answering":
-            rules += [Rule(f"token_classifier.{kind}", (f"qa_outputs.{kind}",), head=head) for kind in ("weight", "bias")]
+            rules += [Rule(f"token_classifier.{kind}", (f"qa_outputs.{kind}",), head=head)
+                      for kind in ("weight", "bias")]
         return rules

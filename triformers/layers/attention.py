@@ -133,7 +133,8 @@ class Attention(nn.Module):
             return y.view(B, nh, 1, hd)
         if groups > 1:
             k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=is_causal and mask is None,
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p,
+                                              is_causal=is_causal and mask is None,
                                               scale=self.scale)  # (B, nh, T, hd)
 
 

@@ -16,7 +16,8 @@ from ..layers.dropout import Dropout
 from ..layers.embedding import Embedding
 from ..layers.linear import Linear
 from .base import TransformerModel
-from .heads import MLMHead, SequenceClassifier, select_token, sequence_classification_loss, token_head_outputs, token_loss
+from .heads import (MLMHead, SequenceClassifier, select_token, sequence_classification_loss, token_head_outputs,
+                    token_loss)
 from .outputs import Deferred, ModelOutput
 
 
