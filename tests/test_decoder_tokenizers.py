@@ -26,7 +26,9 @@ def _spm_like(specials: list[str]) -> tuple[dict, list]:
 
 
 def _byte_level(specials: list[str]) -> tuple[dict, list]:
-    alphabet = transformers.convert_slow_tokenizer.bytes_to_unicode().values()
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    alphabet = bytes_to_unicode().values()
     pieces = specials + list(alphabet) + ["Ġt", "he", "Ġthe", "Ġw", "or"]
     merges = [("Ġ", "t"), ("h", "e"), ("Ġt", "he"), ("Ġ", "w"), ("o", "r")]
     return {piece: i for i, piece in enumerate(dict.fromkeys(pieces))}, merges
