@@ -224,3 +224,24 @@ def test_a_registered_dialect_pretrains_with_its_own_recipe(custom_dialect, tmp_
     ids = tokenizer(["Return the sum."], return_tensors="pt")["input_ids"]
     with torch.no_grad():
         assert torch.isfinite(reloaded(input_ids=ids).logits).all()
+
+
+MODERN_DECODERS = ["llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi3", "gpt_neox", "opt"]
+
+
+@pytest.mark.parametrize("dialect", MODERN_DECODERS)
+def test_cli_pretrain_each_modern_decoder(dialect, tmp_path, cache_dir, capsys):
+    """`triformers pretrain --dialect X` (CLM) for today's decoders: the run finishes and its folder loads in
+    transformers with the same logits (fp32, atol 1e-5)."""
+    transformers = pytest.importorskip("transformers")
+    out = tmp_path / "run"
+    code = cli_main(["pretrain", "--dialect", dialect, "--steps", "2", "--max-docs", "200", "--vocab-size", "400",
+                     "--hidden-size", "32", "--layers", "2", "--heads", "2", "--seq-len", "32", "--batch-size", "2",
+                     "--out", str(out), "--cache-dir", str(cache_dir), "--no-progress"])
+    assert code == 0 and "done: 2 steps" in capsys.readouterr().out
+    ours = AutoModelForCausalLM.from_pretrained(out)
+    assert ours.config.model_type == dialect
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
+    ids = AutoTokenizer.from_pretrained(str(out))(["Return the sum of a and b."], return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        torch.testing.assert_close(ours(ids).logits, theirs(ids).logits, atol=1e-5, rtol=1e-4)

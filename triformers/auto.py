@@ -99,10 +99,10 @@ class AutoModelForSequenceClassification(_AutoModel):
 
 
 class AutoModelForTokenClassification(_AutoModel):
-    families = ("encoder",)
-    head = {"encoder": "token_classification"}
+    families = ("encoder", "decoder")
+    head = {"encoder": "token_classification", "decoder": "token_classification"}
 
 
 class AutoModelForQuestionAnswering(_AutoModel):
-    families = ("encoder",)
-    head = {"encoder": "question_answering"}
+    families = ("encoder", "decoder")
+    head = {"encoder": "question_answering", "decoder": "question_answering"}

@@ -20,15 +20,24 @@ from .errors import ConfigError
 
 NORMS = ("layernorm", "rms")
 PLACEMENTS = ("pre", "post")
-POSITIONS = ("learned", "relative", "alibi", "none")
+POSITIONS = ("learned", "relative", "alibi", "rotary", "none")
 ACTIVATIONS = ("gelu", "gelu_tanh", "relu", "silu")
 # Upper bounds far above any published checkpoint: a config.json asking for more is refused before
 # anything is allocated (a 10**12 vocabulary would otherwise be an out-of-memory crash, not an error).
 LIMITS = {"vocab_size": 2**24, "hidden_size": 2**17, "num_layers": 2**12, "num_heads": 2**12,
           "intermediate_size": 2**20, "head_dim": 2**14, "num_decoder_layers": 2**12, "max_positions": 2**24,
           "type_vocab_size": 2**20, "position_offset": 2**20, "num_labels": 2**24, "num_decoder_heads": 2**12,
-          "decoder_intermediate_size": 2**20}
-OPTIONAL_SIZES = ("head_dim", "num_decoder_layers", "num_decoder_heads", "decoder_intermediate_size")
+          "decoder_intermediate_size": 2**20, "num_kv_heads": 2**12, "sliding_window": 2**24, "embedding_size": 2**17}
+OPTIONAL_SIZES = ("head_dim", "num_decoder_layers", "num_decoder_heads", "decoder_intermediate_size", "num_kv_heads",
+                  "sliding_window", "embedding_size")
+# transformers 5.24's rope types (`modeling_rope_utils.ROPE_INIT_FUNCTIONS` plus "default") and the parameters each
+# needs besides rope_theta (Su et al. 2021 "RoFormer"; Peng et al. 2023 "YaRN"; Ding et al. 2024 "LongRoPE")
+ROPE_PARAMETERS = {"default": (), "linear": ("factor",), "dynamic": ("factor",),
+                   "yarn": ("factor", "original_max_position_embeddings"),
+                   "longrope": ("short_factor", "long_factor", "original_max_position_embeddings"),
+                   "llama3": ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"),
+                   "proportional": ()}
+OPTIONAL_FLOATS = ("attention_scale", "attention_softcap", "final_logit_softcap", "local_rope_theta")
 
 
 @dataclass
@@ -42,6 +51,7 @@ class ModelConfig:
     num_heads: int
     intermediate_size: int
     head_dim: int | None = None  # None: hidden_size // num_heads (T5 allows others)
+    num_kv_heads: int | None = None  # key/value heads, shared by num_heads / num_kv_heads queries each (GQA; 1: MQA)
     num_decoder_layers: int | None = None  # encoder-decoder only; None: num_layers
     num_decoder_heads: int | None = None  # encoder-decoder only: the decoder stack's heads; None: num_heads
     decoder_intermediate_size: int | None = None  # encoder-decoder only: the decoder's MLP width; None: the encoder's
@@ -55,14 +65,33 @@ class ModelConfig:
     final_norm: bool = False  # a norm after the last block (pre-norm models)
     embedding_norm: bool = False  # LayerNorm right after the embeddings (BERT, BLOOM, BART)
     embedding_scale: float = 1.0  # token embeddings multiplied by this (BART scale_embedding: sqrt(d))
-    positions: str = "learned"  # learned | relative (T5 buckets) | alibi (BLOOM) | none
+    embedding_scale_rounded: bool = False  # the scale first rounded to the embeddings' dtype (Gemma's embed_scale)
+    embedding_size: int | None = None  # token embedding width, projected in to hidden_size and back out (OPT)
+    positions: str = "learned"  # learned | relative (T5 buckets) | alibi (BLOOM) | rotary (Llama, NeoX) | none
+    positions_from_mask: bool = False  # OPT: learned positions count the tokens attention_mask keeps (pads: -1)
+    rope_theta: float = 10000.0  # rotary base wavelength
+    rope_scaling: dict[str, Any] | None = None  # {"rope_type": ..., its parameters} (ROPE_PARAMETERS); None: default
+    rotary_fraction: float = 1.0  # the share of head_dim that is rotated (NeoX rotary_pct, partial_rotary_factor)
+    local_rope_theta: float | None = None  # sliding-window layers' own base, unscaled (Gemma 3); None: as the others
     relative_buckets: int = 32
     relative_max_distance: int = 128
     activation: str = "gelu"  # gelu (erf) | gelu_tanh | relu | silu
     mlm_activation: str | None = None  # the MLM head's; None: `activation` (RoBERTa's head is erf GELU whatever)
     gated_mlp: bool = False  # T5 v1.1: act(x W_gate) * (x W_up)
     scale_attention: bool = True  # multiply q.k by 1/sqrt(head_dim); T5 does not
+    attention_scale: float | None = None  # q.k multiplied by this instead (Gemma 2: query_pre_attn_scalar**-0.5)
+    attention_softcap: float | None = None  # scores -> c * tanh(scores / c) before the mask (Gemma 2)
+    final_logit_softcap: float | None = None  # LM logits -> c * tanh(logits / c) (Gemma 2)
+    sliding_window: int | None = None  # such layers see keys k > q - sliding_window only (Mistral, Gemma 2/3)
+    sliding_window_layers: tuple[int, ...] | None = None  # the layers with the window; None: all of them
+    qk_norm: bool = False  # `norm` over head_dim on q and k, before rotary positions (Qwen3, Gemma 3)
     bias: bool = True  # linear layers (and LayerNorms) have biases
+    qkv_bias: bool | None = None  # the q, k, v projections' biases; None: `bias` (Qwen2: q/k/v only)
+    out_bias: bool | None = None  # the attention output projection's; None: `bias`
+    mlp_bias: bool | None = None  # the MLP projections'; None: `bias`
+    norm_unit_offset: bool = False  # RMS norm scales by (1 + weight), computed in fp32 (Gemma)
+    sandwich_norm: bool = False  # a norm after attention and after the MLP too, before each residual add (Gemma 2/3)
+    parallel_residual: bool = False  # x + attn(norm1(x)) + mlp(norm2(x)) (GPT-NeoX), not one after the other
     tie_word_embeddings: bool = True  # the LM head reuses the token embedding matrix
     output_scale: float = 1.0  # hidden states scaled before a tied LM head (T5 v1.0: d_model**-0.5)
     final_logits_bias: bool = False  # BART: a bias vector added to the LM logits
@@ -103,6 +132,25 @@ class ModelConfig:
     @property
     def attention_head_dim(self) -> int:
         return self.head_dim if self.head_dim is not None else self.hidden_size // self.num_heads
+
+    @property
+    def key_value_heads(self) -> int:
+        """Heads of the keys and values (fewer than num_heads under grouped-query attention)."""
+        return self.num_kv_heads if self.num_kv_heads is not None else self.num_heads
+
+    @property
+    def embedding_width(self) -> int:
+        return self.embedding_size if self.embedding_size is not None else self.hidden_size
+
+    def sliding_layer(self, layer: int) -> bool:
+        """Whether `layer` attends within `sliding_window` only."""
+        return self.sliding_window is not None and (self.sliding_window_layers is None
+                                                    or layer in self.sliding_window_layers)
+
+    def layer_bias(self, which: str) -> bool:
+        """Whether the `qkv`, `out` (attention output) or `mlp` projections have biases."""
+        own = getattr(self, f"{which}_bias")
+        return self.bias if own is None else own
 
     @property
     def decoder_layers(self) -> int:
@@ -186,6 +234,74 @@ class ModelConfig:
                               f"got {self.initializer_range!r}")
         if not isinstance(self.norm_eps, (int, float)) or not self.norm_eps > 0:
             raise ConfigError(f"{where}: norm_eps must be a positive number, got {self.norm_eps!r}")
+        self._validate_attention(where)
+        self._validate_rotary(where)
+
+    def _validate_attention(self, where: str) -> None:
+        """The grouped-query, window, scale and softcap fields."""
+        if self.num_kv_heads is not None and self.num_heads % self.num_kv_heads:
+            raise ConfigError(f"{where}: num_heads {self.num_heads} is not a multiple of num_kv_heads "
+                              f"{self.num_kv_heads} (each key/value head serves a whole group of query heads)")
+        for name in OPTIONAL_FLOATS:
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not 0 < value < float("inf")):
+                raise ConfigError(f"{where}: {name} must be a positive number or None, got {value!r}")
+        if self.attention_scale is not None and not self.scale_attention:
+            raise ConfigError(f"{where}: attention_scale is set but scale_attention is False; choose one")
+        layers = self.sliding_window_layers
+        if layers is not None and (not isinstance(layers, tuple) or any(
+                not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < self.num_layers for i in layers)):
+            raise ConfigError(f"{where}: sliding_window_layers must be a tuple of layer indices in "
+                              f"0..{self.num_layers - 1}, got {layers!r}")
+        if self.sliding_window is not None and self.positions in ("alibi", "relative"):
+            raise ConfigError(f"{where}: sliding_window with {self.positions} positions is not implemented "
+                              "(the windowed KV cache holds no position bias)")
+        for name in ("qkv_bias", "out_bias", "mlp_bias"):
+            if getattr(self, name) not in (None, True, False):
+                raise ConfigError(f"{where}: {name} must be True, False or None, got {getattr(self, name)!r}")
+        if self.parallel_residual and self.norm_placement != "pre":
+            raise ConfigError(f"{where}: parallel_residual needs norm_placement 'pre'")
+
+    def _validate_rotary(self, where: str) -> None:
+        """rope_theta, rotary_fraction and the rope_scaling dict (its type and the parameters that type needs)."""
+        if not isinstance(self.rope_theta, (int, float)) or isinstance(self.rope_theta, bool) or self.rope_theta <= 0:
+            raise ConfigError(f"{where}: rope_theta must be a positive number, got {self.rope_theta!r}")
+        fraction = self.rotary_fraction
+        if not isinstance(fraction, (int, float)) or isinstance(fraction, bool) or not 0 < fraction <= 1:
+            raise ConfigError(f"{where}: rotary_fraction must be in (0, 1], got {fraction!r}")
+        if self.positions == "rotary" and int(self.attention_head_dim * fraction) < 2:
+            raise ConfigError(f"{where}: rotary_fraction {fraction} of head_dim {self.attention_head_dim} "
+                              "rotates no pair of dimensions")
+        scaling = self.rope_scaling
+        if scaling is None:
+            return
+        if not isinstance(scaling, dict) or scaling.get("rope_type") not in ROPE_PARAMETERS:
+            got = scaling.get("rope_type") if isinstance(scaling, dict) else scaling
+            raise ConfigError(f"{where}: rope_scaling's rope_type must be one of {sorted(ROPE_PARAMETERS)}, "
+                              f"got {got!r}")
+        kind = scaling["rope_type"]
+        missing = [name for name in ROPE_PARAMETERS[kind] if scaling.get(name) is None
+                   and not (kind == "yarn" and name == "factor")]  # YaRN derives a missing factor
+        if missing:
+            raise ConfigError(f"{where}: rope_scaling of rope_type {kind!r} needs {', '.join(missing)}")
+        for name in ("factor", "original_max_position_embeddings", "low_freq_factor", "high_freq_factor",
+                     "attention_factor", "beta_fast", "beta_slow", "mscale", "mscale_all_dim"):
+            value = scaling.get(name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not 0 <= value < float("inf")):
+                raise ConfigError(f"{where}: rope_scaling {name} must be a finite number >= 0, got {value!r}")
+        if self.max_positions <= 0 and (kind == "dynamic" or (kind in ("yarn", "longrope")
+                                                               and scaling.get("factor") is None)):
+            raise ConfigError(f"{where}: rope_type {kind!r} scales by max_positions, which is not set")
+        if kind == "longrope":
+            pairs = int(self.attention_head_dim * fraction) // 2
+            for name in ("short_factor", "long_factor"):
+                value = scaling[name]
+                if not isinstance(value, list) or len(value) != pairs or not all(
+                        isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0 for x in value):
+                    raise ConfigError(f"{where}: rope_scaling {name} must be {pairs} positive numbers (one per "
+                                      f"rotated pair of dimensions), got {value!r}")
 
     def replace(self, **changes: Any) -> ModelConfig:
         """A copy with some fields changed (validated)."""

@@ -3,7 +3,7 @@
 Loading: `AutoTokenizer.from_pretrained(folder, gguf_file=...)` and `AutoModelForCausalLM.from_pretrained(folder,
 gguf_file=...)` (dequantized fp32 in both), interleaved in one process. Decoding at batch 1: transformers fp32
 (the GGUF dequantized, the only way it runs one on CPU) against triformers fp32, bf16 (packed), int8 and int4,
-all from the same file. The model rows need the llama dialect; without it they are skipped with that reason.
+all from the same file.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import torch
 
-from ..harness import (Row, Settings, Skip, describe_agreement, interleaved, measure_floors, skipped_row, speed_row,
+from ..harness import (Row, Settings, Skip, describe_agreement, interleaved, measure_floors, speed_row,
                        token_agreement, with_floors)
 from .common import log, random_ids
 
@@ -32,7 +32,6 @@ def run_loading(settings: Settings) -> list[Row]:
     import transformers
 
     import triformers
-    from triformers.dialects import DIALECTS
 
     path, case = _file(), "gguf/smollm2/load"
     folder, name = str(path.parent), path.name
@@ -42,8 +41,6 @@ def run_loading(settings: Settings) -> list[Row]:
     rows = [speed_row(case, "AutoTokenizer.from_pretrained(gguf_file=) SmolLM2 (49152 tokens, 48900 merges)",
                       timings["transformers"], timings["triformers"], baseline_name="transformers", min_speedup=1.0)]
     label = "AutoModelForCausalLM.from_pretrained(gguf_file=) SmolLM2 Q4_1 -> fp32"
-    if "llama" not in DIALECTS:
-        return rows + [skipped_row(case, label, "the llama dialect is not in triformers yet")]
     models = {"transformers": lambda: transformers.AutoModelForCausalLM.from_pretrained(folder, gguf_file=name),
               "triformers": lambda: triformers.AutoModelForCausalLM.from_pretrained(folder, gguf_file=name)}
     timings, _ = interleaved(models, Settings(settings.quick, settings.threads, min(settings.reps, 3)), log)
@@ -63,11 +60,8 @@ def run_decode(settings: Settings) -> list[Row]:
     import transformers
 
     import triformers
-    from triformers.dialects import DIALECTS
 
     path, case = _file(), "gguf/smollm2/decode-b1"
-    if "llama" not in DIALECTS:
-        raise Skip("the llama dialect is not in triformers yet")
     new = QUICK_NEW_TOKENS if settings.quick else NEW_TOKENS
     hf = transformers.AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name).eval()
     ids = random_ids(1, PROMPT, hf.config.vocab_size)

@@ -4,10 +4,20 @@ from __future__ import annotations
 
 from ..errors import ConfigError
 from .bart import BartDialect
-from .base import NULL, Dialect, Key, Recipe, Rule, fused, read, transposed
+from .base import NULL, Dialect, Key, Recipe, Rule, fused, interleaved_heads, read, split, transposed
 from .bert import BertDialect, RobertaDialect
 from .bloom import BloomDialect
+from .gemma import GemmaDialect
+from .gemma2 import Gemma2Dialect
+from .gemma3_text import Gemma3TextDialect
 from .gpt2 import GPT2Dialect
+from .gpt_neox import GPTNeoXDialect
+from .llama import LlamaDialect
+from .mistral import MistralDialect
+from .opt import OPTDialect
+from .phi3 import Phi3Dialect
+from .qwen2 import Qwen2Dialect
+from .qwen3 import Qwen3Dialect
 from .t5 import T5Dialect
 
 DIALECTS: dict[str, Dialect] = {}
@@ -42,8 +52,11 @@ def setting_error(config, name: str) -> str:
     return DIALECTS[config.model_type].setting_error(config, name)
 
 
-for _dialect in (BertDialect(), RobertaDialect(), GPT2Dialect(), BloomDialect(), T5Dialect(), BartDialect()):
+for _dialect in (BertDialect(), RobertaDialect(), GPT2Dialect(), BloomDialect(), T5Dialect(), BartDialect(),
+                LlamaDialect(), MistralDialect(), Qwen2Dialect(), Qwen3Dialect(), GemmaDialect(), Gemma2Dialect(),
+                Gemma3TextDialect(), Phi3Dialect(), GPTNeoXDialect(), OPTDialect()):
     register(_dialect)
 
-__all__ = ["Dialect", "Key", "NULL", "Recipe", "Rule", "fused", "transposed", "read", "register", "get_dialect",
+__all__ = ["Dialect", "Key", "NULL", "Recipe", "Rule", "fused", "split", "interleaved_heads", "transposed", "read",
+           "register", "get_dialect",
            "DIALECTS", "checkpoint_attribute", "setting_error"]

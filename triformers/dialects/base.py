@@ -55,6 +55,32 @@ def fused(parts: int, dim: int = 0) -> dict[str, Callable]:
     }
 
 
+def split(sizes: Callable[[ModelConfig], list[int]]) -> dict[str, Callable]:
+    """Rule transforms for checkpoint tensors of different sizes (`sizes(config)` rows each) concatenated
+    along dim 0 into one of ours: grouped-query q | k | v, whose k and v have fewer heads than q."""
+    return {
+        "load": lambda tensors, config: torch.cat(tensors, dim=0),
+        "save": lambda tensor, config: tuple(tensor.split(sizes(config), dim=0)),
+    }
+
+
+def interleaved_heads() -> dict[str, Callable]:
+    """Rule transforms for a q|k|v fused per head (BLOOM's and GPT-NeoX's `query_key_value`: rows ordered
+    (heads, 3, head_dim)) <-> ours (3, heads, head_dim): all q rows, then all k, then all v (weight or bias)."""
+    def load(tensors: Tensors, config: ModelConfig) -> torch.Tensor:
+        fused_rows, rest = tensors[0], tensors[0].shape[1:]  # rest: (H,) for the weight, () for the bias
+        heads, hd = config.num_heads, config.attention_head_dim
+        if fused_rows.shape[0] != 3 * heads * hd:  # the loader's shape check then names the file
+            return fused_rows
+        return fused_rows.view(heads, 3, hd, *rest).transpose(0, 1).reshape(3 * heads * hd, *rest)
+
+    def save(tensor: torch.Tensor, config: ModelConfig) -> Tensors:
+        rest, heads, hd = tensor.shape[1:], config.num_heads, config.attention_head_dim
+        return (tensor.view(3, heads, hd, *rest).transpose(0, 1).reshape(3 * heads * hd, *rest),)
+
+    return {"load": load, "save": save}
+
+
 def transposed() -> dict[str, Callable]:
     """GPT-2's Conv1D stores weights as (in, out); ours are nn.Linear's (out, in). Loading keeps the transposed
     view of the checkpoint tensor (no copy); `Linear` writes it out row-major the first time that layout
@@ -182,6 +208,8 @@ class Dialect:
     family: str  # encoder | decoder | encoder-decoder
     recipe: Recipe | None = None  # how `triformers pretrain` trains it from scratch (None: it cannot)
     base_prefix: str = ""  # how head classes nest the body in checkpoint names ("bert.", "transformer.")
+    # a head class that nests it otherwise (LlamaForQuestionAnswering: "transformer.")
+    head_prefixes: dict[str, str] = {}
     architectures: dict[str | None, str] = {}  # our head -> transformers class name written to config.json
     ignore: tuple[str, ...] = ()  # regexes of checkpoint keys dropped silently (buffers, tied copies)
     keys: tuple[Key, ...] = ()  # config.json keys <-> ModelConfig fields, in reading order
@@ -277,6 +305,14 @@ class Dialect:
 
     def rules(self, config: ModelConfig) -> list[Rule]:
         raise NotImplementedError
+
+    def prefix(self, head: str | None) -> str:
+        """How the head class of `head` nests the body in checkpoint names (what saving writes)."""
+        return self.head_prefixes.get(head, self.base_prefix)
+
+    def prefixes(self, head: str | None) -> tuple[str, ...]:
+        """The nestings loading accepts for `head`: its own, and the usual one (a body saved by another head)."""
+        return tuple(dict.fromkeys(p for p in (self.prefix(head), self.base_prefix) if p))
 
     def config_for_weights(self, config: ModelConfig, tensors: dict[str, torch.Tensor]) -> ModelConfig:
         """Settings only the weights reveal (T5: an untied lm_head under `tie_word_embeddings: true`)."""

@@ -15,29 +15,9 @@ The one layout difference: `query_key_value` fuses q, k, v interleaved per head,
 
 from __future__ import annotations
 
-import torch
-
 from ..config import ModelConfig
-from .base import Dialect, Key, Recipe, Rule
+from .base import Dialect, Key, Recipe, Rule, interleaved_heads
 from .keys import common_keys
-
-
-def _qkv_to_ours(tensors: tuple[torch.Tensor, ...], config: ModelConfig) -> torch.Tensor:
-    """(heads*3*hd, ...) per-head interleaved -> (3*heads*hd, ...) q|k|v blocks (weight or bias)."""
-    fused = tensors[0]
-    rest = fused.shape[1:]  # (H,) for the weight, () for the bias
-    heads, hd = config.num_heads, config.attention_head_dim
-    if fused.shape[0] != 3 * heads * hd:
-        # let the loader's shape check name the file: hand back a tensor of the checkpoint's own size
-        return fused
-    return fused.view(heads, 3, hd, *rest).transpose(0, 1).reshape(3 * heads * hd, *rest)
-
-
-def _qkv_to_theirs(tensor: torch.Tensor, config: ModelConfig) -> tuple[torch.Tensor]:
-    """Inverse of `_qkv_to_ours`: (3, heads, hd, ...) -> (heads, 3, hd, ...) rows."""
-    rest = tensor.shape[1:]
-    heads, hd = config.num_heads, config.attention_head_dim
-    return (tensor.view(3, heads, hd, *rest).transpose(0, 1).reshape(3 * heads * hd, *rest),)
 
 
 class BloomDialect(Dialect):
@@ -84,7 +64,7 @@ class BloomDialect(Dialect):
             rules.append(Rule(f"decoder.embed_norm.{kind}", (f"word_embeddings_layernorm.{kind}",)))
             rules.append(Rule(f"decoder.final_norm.{kind}", (f"ln_f.{kind}",)))
             rules.append(Rule(f"{ours}attn.qkv.{kind}", (f"{h}self_attention.query_key_value.{kind}",),
-                              layers="decoder", load=_qkv_to_ours, save=_qkv_to_theirs))
+                              layers="decoder", **interleaved_heads()))
         names = {"attn.out": "self_attention.dense", "mlp.up": "mlp.dense_h_to_4h",
                  "mlp.down": "mlp.dense_4h_to_h", "attn_norm": "input_layernorm",
                  "mlp_norm": "post_attention_layernorm"}

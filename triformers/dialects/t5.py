@@ -112,7 +112,7 @@ class T5Dialect(Dialect):
             rules += [Rule(f"{stack}.rel_bias.embed.weight",
                            (f"{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight",)),
                       Rule(f"{stack}.final_norm.weight", (f"{stack}.final_layer_norm.weight",))]
-        mlp = ({"gate": "wi_0", "up": "wi_1", "down": "wo"} if config.gated_mlp else {"up": "wi", "down": "wo"})
+        mlp = {"down": "wo"} if config.gated_mlp else {"up": "wi", "down": "wo"}
         for stack in ("encoder", "decoder"):
             ours, layer = f"{stack}.layers.{{}}.", f"{stack}.block.{{}}.layer."
             ff = 2 if stack == "decoder" else 1  # index of the feed-forward sub-layer
@@ -125,6 +125,9 @@ class T5Dialect(Dialect):
             ]
             rules += [Rule(f"{ours}mlp.{mine}.weight", (f"{layer}{ff}.DenseReluDense.{theirs}.weight",), layers=stack)
                       for mine, theirs in mlp.items()]
+            if config.gated_mlp:  # gate | up fused into one matrix (layers/mlp.py)
+                rules.append(Rule(f"{ours}mlp.gate_up.weight", tuple(f"{layer}{ff}.DenseReluDense.wi_{i}.weight"
+                                                                     for i in (0, 1)), layers=stack, **fused(2)))
         ours, layer = "decoder.layers.{}.", "decoder.block.{}.layer.1."
         rules += [
             Rule(ours + "cross_attn.q.weight", (layer + "EncDecAttention.q.weight",), layers="decoder"),

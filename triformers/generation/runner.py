@@ -8,8 +8,9 @@ runs once; the decoder starts from `decoder_start_token_id` and its cross-attent
 are computed on the first step and kept in the cache (`KVCache.cross`).
 
 Everything sized by the generation is prepared once, for prompt + max_new_tokens positions: the KV
-cache, and the masks and positions of every step (`Stack.plan`: padding, causality, ALiBi, T5's
-relative buckets, the cross-attention padding). A step only slices views of these, with no host
+cache (sliding-window layers in rings of their window), and the masks, positions and rotary tables of
+every step (`Stack.plan`: padding, causality, windows, ALiBi, T5's relative buckets, the cross-attention
+padding). A step only slices views of these, with no host
 synchronisation. `static=True` reads the whole cache every step, unwritten slots masked, with the
 positions as a `cache_position` tensor: every step then has the same shapes (for a GPU graph later).
 """
@@ -35,6 +36,7 @@ class Runner:
         device, dtype = model.device, model.dtype
         B = input_ids.shape[0] if input_ids is not None else encoded.shape[0]
         self.rows, self.encoded, stack = B, None, model.decoder
+        self.positions = None  # without a cache, rotary types whose frequencies follow the length fed
         if self.encoder_decoder:
             if encoded is None:  # encoded: (B, S, H) states the caller computed (generate's encoder_outputs)
                 encoded = model.encode(input_ids, attention_mask if padded else None)
@@ -50,8 +52,12 @@ class Runner:
             steps = torch.arange(1, total_length - L + 1, device=device)  # (new,)
             positions = torch.cat([prompt_positions, prompt_positions[:, -1:] + steps], dim=1)  # (B, total)
             full_mask = torch.cat([mask, mask.new_ones(B, total_length - L)], dim=1) if padded else None
+            offset = model.config.position_offset if stack.positions is not None else 0  # OPT's table starts at 2
             self.plan = stack.plan(B, total_length, dtype, device, attention_mask=full_mask, padded=padded,
-                                   position_ids=positions)
+                                   position_ids=positions + offset if offset else positions,
+                                   rotary_ids=positions if offset else None, first=L)
+            if not use_cache and stack.rotary is not None and stack.rotary.length_dependent:
+                self.positions = positions  # each forward feeds everything so far: its tables are remade
         self.cache = (KVCache.for_layers([block.attn for block in stack.layers], B, total_length, dtype, device,
                                          static=static) if use_cache else None)
         # static reads write at a position tensor, so that no step needs a host integer
@@ -61,6 +67,8 @@ class Runner:
         start = self.cache.length if self.cache is not None else 0
         new = tokens[:, start:cur]  # (N, T): the prompt, one token, or (without a cache) everything
         position = self.cache_position[start:cur] if self.cache_position is not None else None
+        if self.positions is not None:
+            self.plan.rotary = self.model.decoder.rotary.tables(self.positions[:, :cur], self.plan.dtype)
         if self.encoder_decoder:
             out = self.model(decoder_input_ids=new, encoder_outputs=self.encoded, cache=self.cache, plan=self.plan,
                              cache_position=position, logits_to_keep=1, check=False)
@@ -82,5 +90,7 @@ class Runner:
         self.rows *= times
         self.select(index)
         self.plan.select(index)
+        if self.positions is not None:
+            self.positions = self.positions.index_select(0, index)
         if self.encoded is not None:
             self.encoded = self.encoded.index_select(0, index)

@@ -35,6 +35,14 @@ def _legacy(key: str) -> str:
     return key
 
 
+def _strip(name: str, prefixes: tuple[str, ...]) -> str:
+    """A checkpoint name without the head class's nesting of the body (the first of `prefixes` it has)."""
+    for prefix in prefixes:
+        if name.startswith(prefix):
+            return name[len(prefix):]
+    return name
+
+
 def _set_tensor(model: nn.Module, name: str, tensor: torch.Tensor) -> None:
     module_name, _, leaf = name.rpartition(".")
     module = model.get_submodule(module_name) if module_name else model
@@ -67,12 +75,10 @@ def _plan(model: nn.Module, dialect: Dialect, tensors: Mapping[str, torch.Tensor
           ) -> tuple[list[tuple[Any, str, tuple[str, ...], list[str]]], set[str]]:
     """For every parameter the weight table covers: (rule, our name, its checkpoint names, the checkpoint keys
     found for them); and every checkpoint key the table uses (alternatives included)."""
-    prefix = dialect.base_prefix
+    prefixes = dialect.prefixes(model.head)
     available: dict[str, str] = {}  # normalised name -> name in the checkpoint
     for key in tensors:
-        name = _legacy(key)
-        if prefix and name.startswith(prefix):
-            name = name[len(prefix):]
+        name = _strip(_legacy(key), prefixes)
         available[name] = key
     params = dict(model.named_parameters()) | dict(model.named_buffers())
     plan, used = [], set()
@@ -138,8 +144,8 @@ def load_state(model: nn.Module, dialect: Dialect, tensors: Mapping[str, torch.T
     unfilled = [name for name in params if name not in filled and name not in new]
     if unfilled:
         raise CheckpointError(f"{dialect.model_type} weight table does not cover parameters {unfilled[:8]}")
-    prefix = dialect.base_prefix
-    unused = sorted(k for k in tensors if k not in used and not dialect.is_ignored(_legacy(k).removeprefix(prefix)))
+    prefixes = dialect.prefixes(model.head)
+    unused = sorted(k for k in tensors if k not in used and not dialect.is_ignored(_strip(_legacy(k), prefixes)))
     _initialise_new(model, new)
     if new:
         logger.warning("newly initialised (not in the checkpoint): %s", ", ".join(new))
@@ -164,8 +170,8 @@ def _initialise_new(model: nn.Module, names: list[str]) -> None:
 
 
 def hf_prefix(dialect: Dialect, model: nn.Module) -> str:
-    """How the checkpoint of `model` nests its body: the dialect's `base_prefix` under a task head class."""
-    return dialect.base_prefix if model.head is not None else ""
+    """How the checkpoint of `model` nests its body: the prefix of its task head class (none for the body)."""
+    return dialect.prefix(model.head) if model.head is not None else ""
 
 
 def hf_name(rule: Rule, name: str, prefix: str) -> str:

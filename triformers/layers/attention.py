@@ -1,14 +1,24 @@
-"""Multi-head attention on `scaled_dot_product_attention`, with a preallocated KV cache.
+"""Multi-head attention on `scaled_dot_product_attention`, with grouped-query heads and a preallocated KV cache.
 
-Self-attention projects q, k and v with one fused matrix (`qkv`); cross-attention projects q from the
-decoder and k, v (fused `kv`) from the encoder output, once per generation (cached in `KVCache.cross`).
-Every position scheme, padding and causality arrive as one additive float mask (prepared once per
-call, see masks.py), so the module is the same for BERT, GPT-2, BLOOM, T5 and BART. Training with
-attention dropout on CPU computes the attention itself (SDPA's fused CPU kernels take no dropout,
-and its fallback draws the mask slowly).
+Self-attention projects q, k and v with one fused matrix (`qkv`, rows q | k | v); cross-attention projects q
+from the decoder and k, v (fused `kv`) from the encoder output, once per generation (cached in
+`KVCache.cross`). Every position bias, padding, causality and a sliding window arrive as one additive float
+mask (prepared once per call, see masks.py), and rotary positions as cos / sin slices of tables prepared
+once per call (rotary.py), so the module is the same for BERT, GPT-2, BLOOM, T5, BART and the Llama-shaped
+decoders. Options, as transformers' modeling files have them: fewer key/value heads than query heads
+(grouped-query / multi-query attention, Ainslie et al. 2023; the cache holds only the kv heads), an RMS
+norm over head_dim on q and k before the rotation (Qwen3, Gemma 3), an explicit score scale (Gemma 2's
+`query_pre_attn_scalar`), and a tanh softcap on the scores (Gemma 2).
+
+`eager_attention` computes the attention itself, as transformers' `eager_attention_forward` does (scores in
+the inputs' dtype, softmax in fp32 under half precision, probabilities returned): the path for what SDPA
+cannot do (a softcap) and for training with attention dropout on CPU (SDPA's fused CPU kernels take no
+dropout, and its fallback draws the mask slowly).
 """
 
 from __future__ import annotations
+
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -16,7 +26,11 @@ from torch import nn
 
 from . import record
 from .dropout import dropout
+from .kv_cache import KVCache
 from .linear import Linear
+from .rotary import apply_rotary
+
+__all__ = ["Attention", "KVCache", "causal_keep", "eager_attention"]
 
 
 def causal_keep(T: int, Tk: int, device: torch.device | str) -> torch.Tensor:
@@ -24,94 +38,38 @@ def causal_keep(T: int, Tk: int, device: torch.device | str) -> torch.Tensor:
     return torch.ones(T, Tk, dtype=torch.bool, device=device).tril(Tk - T)
 
 
-class KVCache:
-    """Keys and values of past positions, preallocated for the whole generation.
-
-    `k[layer]` is (B, heads, max_length, head_dim). A step writes its new positions in place at a
-    position index: an int (a slice assignment) or a `cache_position` tensor (T,) (`index_copy_`, no
-    host integer needed). Attention then reads the written prefix `[:length]` as a view (the CPU path:
-    no concatenation, no wasted keys), or with `static=True` all `max_length` slots, unwritten ones
-    hidden by the causal mask (`MaskPlan`), so that every step has the same shapes (a GPU step can be
-    captured once as a graph). `length` counts the positions written so far.
-    """
-
-    def __init__(self, num_layers: int, batch: int, heads: int, head_dim: int, max_length: int,
-                 dtype: torch.dtype, device: torch.device | str = "cpu", *, static: bool = False):
-        shape = (num_layers, batch, heads, max_length, head_dim)
-        self.k = torch.zeros(shape, dtype=dtype, device=device)
-        self.v = torch.zeros(shape, dtype=dtype, device=device)
-        self.length = 0  # positions already stored
-        self.max_length, self.static = max_length, static
-        self.cross: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * num_layers
-
-    @classmethod
-    def for_layers(cls, attentions: list[Attention], batch: int, max_length: int, dtype: torch.dtype,
-                   device: torch.device | str = "cpu", *, static: bool = False) -> KVCache:
-        """A cache sized by the self-attention modules of one stack (their cached heads and head size),
-        not by the config, whose head count need not be the stack's."""
-        shapes = {attention.cache_shape for attention in attentions}
-        if len(shapes) != 1:
-            raise ValueError(f"one KV cache holds layers of one shape (heads, head_dim), got {sorted(shapes)}")
-        (heads, head_dim), = shapes
-        return cls(len(attentions), batch, heads, head_dim, max_length, dtype, device, static=static)
-
-    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor,
-               position: int | torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write k, v (B, heads, T, head_dim) at `position` (the first new one, by default `length`, or
-        (T,) positions) and return what attention reads: the prefix up to the new ones, or every slot
-        if static."""
-        T = k.shape[2]
-        position = self.length if position is None else position
-        if isinstance(position, torch.Tensor):
-            self.k[layer].index_copy_(2, position, k)
-            self.v[layer].index_copy_(2, position, v)
-            end = self.length + T
-        else:
-            end = position + T
-            if end > self.max_length:
-                raise RuntimeError(f"KV cache full: {end} positions needed, {self.max_length} allocated")
-            self.k[layer, :, :, position:end] = k
-            self.v[layer, :, :, position:end] = v
-        if self.static:
-            return self.k[layer], self.v[layer]
-        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
-
-    def advance(self, steps: int) -> None:
-        self.length += steps
-
-    def reorder(self, index: torch.Tensor) -> None:
-        """Select batch rows (beam search keeps the cache of the beams it keeps); a static cache keeps its
-        buffers (their addresses) when the batch size stays."""
-        k, v = self.k.index_select(1, index), self.v.index_select(1, index)
-        if self.static and k.shape == self.k.shape:
-            self.k.copy_(k)
-            self.v.copy_(v)
-        else:
-            self.k, self.v = k, v
-        self.cross = [None if kv is None else (kv[0].index_select(0, index), kv[1].index_select(0, index))
-                      for kv in self.cross]
-
-
 class Attention(nn.Module):
+    """Self- (or cross-) attention. kv_heads: key/value heads (None: num_heads); qkv_bias / out_bias: the
+    projections' biases (None: `bias`); qk_norm: makes the norm of q and k over head_dim (None: none);
+    scale: multiply scores by 1/sqrt(head_dim) (`scale_value` replaces it); softcap: c * tanh(s / c) on the
+    scores; window: the sliding window of this layer (read by the KV cache)."""
+
     def __init__(self, hidden_size: int, num_heads: int, head_dim: int, bias: bool, scale: bool,
-                 dropout: float, cross: bool = False):
+                 dropout: float, cross: bool = False, *, kv_heads: int | None = None, qkv_bias: bool | None = None,
+                 out_bias: bool | None = None, qk_norm: Callable[[int], nn.Module] | None = None,
+                 scale_value: float | None = None, softcap: float | None = None, window: int | None = None):
         super().__init__()
-        inner = num_heads * head_dim
-        self.num_heads, self.head_dim, self.cross = num_heads, head_dim, cross
-        self.scale = None if scale else 1.0  # None: SDPA's 1/sqrt(head_dim)
-        self.dropout = dropout
+        kv_heads = kv_heads or num_heads
+        self.num_heads, self.kv_heads, self.head_dim, self.cross = num_heads, kv_heads, head_dim, cross
+        self.scale = scale_value if scale_value is not None else (None if scale else 1.0)  # None: 1/sqrt(hd)
+        self.dropout, self.softcap, self.window = dropout, softcap, window
+        qkv_bias = bias if qkv_bias is None else qkv_bias
         if cross:
-            self.q = Linear(hidden_size, inner, bias=bias)
-            self.kv = Linear(hidden_size, 2 * inner, bias=bias)
+            inner = num_heads * head_dim
+            self.q = Linear(hidden_size, inner, bias=qkv_bias)
+            self.kv = Linear(hidden_size, 2 * inner, bias=qkv_bias)
             self.q.is_cross_query = True  # T5's init scales queries differently (models/base.py)
         else:
-            self.qkv = Linear(hidden_size, 3 * inner, bias=bias)
-        self.out = Linear(inner, hidden_size, bias=bias)
+            self.qkv = Linear(hidden_size, (num_heads + 2 * kv_heads) * head_dim, bias=qkv_bias)
+            self.qkv.is_fused_qkv = True  # T5's init scales its query rows (models/base.py)
+        self.q_norm = qk_norm(head_dim) if qk_norm is not None else None
+        self.k_norm = qk_norm(head_dim) if qk_norm is not None else None
+        self.out = Linear(num_heads * head_dim, hidden_size, bias=bias if out_bias is None else out_bias)
 
     @property
     def cache_shape(self) -> tuple[int, int]:
         """(heads, head_dim) of the keys and values this module stores in a KV cache."""
-        return self.num_heads, self.head_dim
+        return self.kv_heads, self.head_dim
 
     def _heads(self, x: torch.Tensor, parts: int) -> tuple[torch.Tensor, ...]:
         B, T, _ = x.shape
@@ -120,9 +78,11 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None, *, is_causal: bool = False,
                 context: torch.Tensor | None = None, cache: KVCache | None = None, layer: int = 0,
-                position: int | torch.Tensor = 0) -> torch.Tensor:
+                position: int | torch.Tensor = 0,
+                rotary: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """x: (B, T, H); mask: additive float (B|1, nh|1, T, Tk) or None; context: encoder output;
-        position: where in the cache the T new keys and values go (see `KVCache.update`)."""
+        position: where in the cache the T new keys and values go (see `KVCache.update`); rotary: the
+        (cos, sin) of the T positions (B|1, 1, T, rot), or None."""
         if self.cross:
             (q,) = self._heads(self.q(x), 1)
             cached = cache.cross[layer] if cache is not None else None
@@ -133,43 +93,86 @@ class Attention(nn.Module):
             else:
                 k, v = cached
         else:
-            q, k, v = self._heads(self.qkv(x), 3)
+            q, k, v = self._project(x, rotary)
             if cache is not None:
                 k, v = cache.update(layer, k, v, position)
-        recorder = record.current()  # None unless the call asked for attention weights or eager attention
-        if recorder is not None and recorder.eager:
-            y, weights = explicit_attention(q, k, v, mask, is_causal and mask is None, self.scale,
-                                            self.dropout if self.training else 0.0)
-            record.record_attention(weights, self.cross)
-        elif self.training and self.dropout > 0 and q.device.type == "cpu":
-            y = _attention_with_dropout(q, k, v, mask, is_causal and mask is None, self.scale, self.dropout)
-        else:
-            y = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0,
-                is_causal=is_causal and mask is None, scale=self.scale,
-            )  # (B, nh, T, hd)
+        y = self._attend(q, k, v, mask, is_causal)  # (B, nh, T, hd)
         B, _, T, _ = y.shape
         return self.out(y.transpose(1, 2).reshape(B, T, self.num_heads * self.head_dim))
 
+    def _project(self, x: torch.Tensor, rotary) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q (B, nh, T, hd), k and v (B, kv, T, hd): views of one fused matmul, normed and rotated."""
+        B, T, _ = x.shape
+        nh, kv = self.num_heads, self.kv_heads
+        heads = self.qkv(x).view(B, T, nh + 2 * kv, self.head_dim).transpose(1, 2)  # (B, nh + 2kv, T, hd)
+        q, k, v = heads.split((nh, kv, kv), dim=1)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        if rotary is not None:
+            if self.q_norm is None:  # q and k side by side in the fused output: rotate them in one go
+                q, k = apply_rotary(heads[:, :nh + kv], *rotary).split((nh, kv), dim=1)
+            else:
+                q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
+        return q, k, v
 
-def explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
-                       is_causal: bool, scale: float | None, p: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Attention with its softmax weights formed (returned as the second value), as SDPA's math path computes
-    it: what `output_attentions` and `attn_implementation="eager"` need, and training with dropout on CPU
-    (SDPA's fused CPU kernels take no dropout), the mask drawn by `layers.dropout` (~1.5x faster than SDPA's
-    bernoulli: 240 -> ~150 ms of a GPT-2 4 x 256 training step)."""
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+                is_causal: bool) -> torch.Tensor:
+        training_dropout = self.training and self.dropout > 0
+        recorder = record.current()  # None unless the call asked for attention weights or eager attention
+        if recorder is not None and recorder.eager:
+            y, weights = eager_attention(q, k, v, mask, scale=self.scale, is_causal=is_causal and mask is None,
+                                         softcap=self.softcap, dropout_p=self.dropout if training_dropout else 0.0)
+            record.record_attention(weights, self.cross)
+            return y
+        if self.softcap is not None:
+            return eager_attention(q, k, v, mask, scale=self.scale, is_causal=is_causal and mask is None,
+                                   softcap=self.softcap, dropout_p=self.dropout if training_dropout else 0.0)[0]
+        if training_dropout and q.device.type == "cpu":
+            return _attention_with_dropout(q, k, v, mask, is_causal and mask is None, self.scale, self.dropout)
+        p = self.dropout if self.training else 0.0
+        groups = self.num_heads // self.kv_heads
+        B, nh, T, hd = q.shape
+        if groups > 1 and T == 1 and (mask is None or mask.shape[1] == 1):
+            # one query per head: the g heads sharing a kv head are g query rows against it (no copy of k, v);
+            # a single query reads a prefix or a masked static cache, so causality needs nothing here
+            y = F.scaled_dot_product_attention(q.reshape(B, self.kv_heads, groups, hd), k, v, attn_mask=mask,
+                                               dropout_p=p, scale=self.scale)
+            return y.view(B, nh, 1, hd)
+        if groups > 1:
+            k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p,
+                                              is_causal=is_causal and mask is None,
+                                              scale=self.scale)  # (B, nh, T, hd)
+
+
+def eager_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None, *,
+                    scale: float | None = None, is_causal: bool = False, softcap: float | None = None,
+                    dropout_p: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(output (B, nh, T, hd), probabilities (B, nh, T, Tk)) of q (B, nh, T, hd) over k, v (B, kv, Tk, hd).
+
+    As transformers' `eager_attention_forward` (Gemma 2's with `softcap`): kv heads repeated for their query
+    groups, scores = q.k * scale (1/sqrt(hd) by default), softcap c * tanh(scores / c), then the additive mask
+    (or causality), softmax (in fp32 under half precision), dropout on the probabilities, times v.
+    """
+    groups = q.shape[1] // k.shape[1]
+    if groups > 1:
+        k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     scores = torch.matmul(q, k.transpose(-2, -1)) * scale  # (B, nh, T, Tk)
+    if softcap is not None:
+        scores = torch.tanh(scores / softcap) * softcap
     if is_causal:
         scores = torch.where(causal_keep(*scores.shape[-2:], q.device), scores, torch.finfo(scores.dtype).min)
     elif mask is not None:
         scores = scores + mask.to(scores.dtype)  # bf16 under autocast, as SDPA's own inputs would be
-    weights = torch.softmax(scores, dim=-1)
-    probs = dropout(weights, p, True) if p > 0 else weights
+    half = scores.dtype in (torch.float16, torch.bfloat16)
+    probs = torch.softmax(scores, dim=-1, dtype=torch.float32 if half else None).to(scores.dtype)
+    if dropout_p > 0:
+        probs = dropout(probs, dropout_p, True)
     return torch.matmul(probs.to(v.dtype), v), probs
 
 
 def _attention_with_dropout(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
                             is_causal: bool, scale: float | None, p: float) -> torch.Tensor:
-    """The training path with attention dropout on CPU: `explicit_attention`'s output alone."""
-    return explicit_attention(q, k, v, mask, is_causal, scale, p)[0]
+    """Attention with dropout on the probabilities (`eager_attention` with `dropout_p`)."""
+    return eager_attention(q, k, v, mask, scale=scale, is_causal=is_causal, dropout_p=p)[0]

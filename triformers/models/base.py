@@ -88,7 +88,7 @@ class TransformerModel(nn.Module):
                 untied_head = module is getattr(self, "lm_head", None)
                 nn.init.normal_(module.weight, std=std * module.in_features ** -0.5 if fan_in and not untied_head
                                 else std)
-                if fan_in and module.out_features == 3 * config.inner_dim and module.in_features == config.hidden_size:
+                if fan_in and getattr(module, "is_fused_qkv", False):
                     module.weight.data[: config.inner_dim] *= config.attention_head_dim ** -0.5  # q of fused qkv
                 if fan_in and getattr(module, "is_cross_query", False):
                     module.weight.data *= config.attention_head_dim ** -0.5
@@ -100,8 +100,8 @@ class TransformerModel(nn.Module):
                 nn.init.normal_(module.weight, std=std * config.hidden_size ** -0.5 if relative else std)
                 if module.padding_idx is not None:
                     module.weight.data[module.padding_idx].zero_()
-            elif isinstance(module, (nn.LayerNorm, RMSNorm)):
-                nn.init.ones_(module.weight)
+            elif isinstance(module, (nn.LayerNorm, RMSNorm)):  # Gemma's (1 + w) norms start at w = 0
+                (nn.init.zeros_ if getattr(module, "unit_offset", False) else nn.init.ones_)(module.weight)
                 if getattr(module, "bias", None) is not None:
                     nn.init.zeros_(module.bias)
             else:  # parameters owned directly by a head or model (e.g. the MLM output bias)

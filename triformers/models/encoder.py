@@ -16,7 +16,7 @@ from ..layers.dropout import Dropout
 from ..layers.embedding import Embedding
 from ..layers.linear import Linear
 from .base import TransformerModel
-from .heads import (MLMHead, SequenceClassifier, select_token, sequence_classification_loss, span_loss,
+from .heads import (MLMHead, SequenceClassifier, select_token, sequence_classification_loss, token_head_outputs,
                     token_loss)
 from .outputs import Deferred, ModelOutput
 from .surface import Call, embeddings, positions_for_embeds
@@ -75,15 +75,9 @@ class EncoderModel(TransformerModel):
             out.logits = self.classifier(token)
             if labels is not None:
                 out.loss = sequence_classification_loss(out.logits, labels, self.config)
-        elif self.head == "token_classification":
-            out.logits = self.token_classifier(self.drop(hidden))
-            if labels is not None:
-                out.loss = token_loss(out.logits, labels)
-        elif self.head == "question_answering":
-            start, end = self.token_classifier(hidden).unbind(-1)
-            out.start_logits, out.end_logits = start.contiguous(), end.contiguous()
-            if start_positions is not None and end_positions is not None:
-                out.loss = span_loss(out.start_logits, out.end_logits, start_positions, end_positions)
+        elif self.head in ("token_classification", "question_answering"):
+            token_head_outputs(out, self.head, hidden, self.token_classifier, self.drop, labels, start_positions,
+                               end_positions)
         return call.finish(out)
 
     def check_token_types(self, token_type_ids: torch.Tensor, shape: torch.Size) -> None:

@@ -51,7 +51,7 @@ class SequenceClassifier(nn.Module):
 
     def __init__(self, config: ModelConfig):
         super().__init__()
-        H, n = config.hidden_size, config.num_labels
+        H, n = config.embedding_width, config.num_labels  # OPT classifies its (narrower) projected-out states
         self.kind = config.classifier
         p = config.classifier_dropout if config.classifier_dropout is not None else config.dropout
         self.drop = Dropout(0.0 if self.kind == "linear" else p)
@@ -65,6 +65,22 @@ class SequenceClassifier(nn.Module):
         if self.kind == "dense_tanh":
             token = torch.tanh(self.dense(self.drop(token)))
         return self.out(self.drop(token))
+
+
+def token_head_outputs(out, head: str, hidden: torch.Tensor, classifier: nn.Module, drop: nn.Module,
+                       labels: torch.Tensor | None, start_positions: torch.Tensor | None,
+                       end_positions: torch.Tensor | None) -> None:
+    """Fill `out` for the per-token heads: token classification (logits over the dropped-out states, as
+    transformers' `...ForTokenClassification`) or extractive QA (start / end logits, `qa_outputs`)."""
+    if head == "token_classification":
+        out.logits = classifier(drop(hidden))
+        if labels is not None:
+            out.loss = token_loss(out.logits, labels)
+        return
+    start, end = classifier(hidden).unbind(-1)
+    out.start_logits, out.end_logits = start.contiguous(), end.contiguous()
+    if start_positions is not None and end_positions is not None:
+        out.loss = span_loss(out.start_logits, out.end_logits, start_positions, end_positions)
 
 
 def select_token(hidden: torch.Tensor, how: str, input_ids: torch.Tensor | None, config: ModelConfig) -> torch.Tensor:

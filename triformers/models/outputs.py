@@ -45,6 +45,8 @@ ORDERS: dict[tuple[str, str | None], tuple[str, ...]] = {
     ("decoder", None): ("last_hidden_state", "cache", "hidden_states", "attentions", "cross_attentions"),
     ("decoder", "lm"): _DECODER_LM,
     ("decoder", "sequence_classification"): ("loss", "logits", "cache", "hidden_states", "attentions"),
+    ("decoder", "token_classification"): _CLASSIFIER,
+    ("decoder", "question_answering"): ("loss", "start_logits", "end_logits", "hidden_states", "attentions"),
     ("encoder", None): ("last_hidden_state", "pooler_output", "hidden_states", "cache", "attentions",
                         "cross_attentions"),
     ("encoder", "mlm"): _CLASSIFIER,

@@ -32,7 +32,8 @@ class DynamicCache(KVCache):
     """Keys and values of the positions seen so far, for incremental decoding (`past_key_values=`)."""
 
     def __init__(self, config: Any = None):  # transformers' signature; the model sizes the cache
-        self.k = self.v = None
+        self.k = self.v = self.ring_k = self.ring_v = self.ring_bias = self.window = None
+        self.slots: list = []
         self.length, self.max_length, self.static = 0, 0, False
         self.cross: list = []
 
@@ -43,21 +44,38 @@ class DynamicCache(KVCache):
         return 0 if self.k is None else self.k.shape[0]
 
     def reserve(self, stack: Any, batch: int, new: int, dtype: torch.dtype, device: torch.device) -> DynamicCache:
-        """Room for `new` more positions of `stack`'s layers (allocated on first use, else grown by doubling)."""
+        """Room for `new` more positions of `stack`'s layers (allocated on first use, else grown by doubling:
+        the kept positions copied over, into a sliding-window layer's ring once the cache outgrows its window)."""
         needed = self.length + new
-        if self.k is None:
-            layers = KVCache.for_layers([block.attn for block in stack.layers], batch, max(needed, 16), dtype, device)
-            self.k, self.v, self.max_length, self.cross = layers.k, layers.v, layers.max_length, layers.cross
-        elif self.k.shape[1] != batch:
+        if self.k is not None and self.k.shape[1] != batch:
             raise InputError(f"past_key_values holds a batch of {self.k.shape[1]} sequences, the input {batch}")
-        elif needed > self.max_length:
-            size = max(needed, 2 * self.max_length)
-            k = self.k.new_zeros(*self.k.shape[:3], size, self.k.shape[4])
-            v = torch.zeros_like(k)
-            k[..., : self.length, :] = self.k[..., : self.length, :]
-            v[..., : self.length, :] = self.v[..., : self.length, :]
-            self.k, self.v, self.max_length = k, v, size
+        if self.k is not None and needed <= self.max_length:
+            return self
+        size = max(needed, 16) if self.k is None else max(needed, 2 * self.max_length)
+        fresh = KVCache.for_layers([block.attn for block in stack.layers], batch, size, dtype, device)
+        if self.k is not None:
+            self._copy_into(fresh)
+        fresh.length, fresh.cross = self.length, self.cross or fresh.cross
+        self.__dict__.update(fresh.__dict__)
         return self
+
+    def _copy_into(self, fresh: KVCache) -> None:
+        L = self.length
+        for (old_ring, old), (new_ring, new) in zip(self.slots, fresh.slots, strict=True):
+            if old_ring:  # the window stays: the ring as it is
+                fresh.ring_k[new], fresh.ring_v[new] = self.ring_k[old], self.ring_v[old]
+            elif not new_ring:
+                fresh.k[new, :, :, :L], fresh.v[new, :, :, :L] = self.k[old, :, :, :L], self.v[old, :, :, :L]
+            else:  # the last `window` positions p go to ring slot p % window
+                kept = torch.arange(max(0, L - fresh.window), L, device=self.k.device)
+                fresh.ring_k[new].index_copy_(2, kept % fresh.window, self.k[old].index_select(2, kept))
+                fresh.ring_v[new].index_copy_(2, kept % fresh.window, self.v[old].index_select(2, kept))
+        if fresh.ring_bias is not None:
+            if self.ring_bias is not None:
+                fresh.ring_bias.copy_(self.ring_bias)
+            else:
+                kept = torch.arange(max(0, L - fresh.window), L, device=fresh.ring_bias.device)
+                fresh.ring_bias[..., kept % fresh.window] = 0.0
 
 
 class Call:

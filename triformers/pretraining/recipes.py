@@ -107,8 +107,20 @@ def build_config(dialect: str, tokenizer: Tokenizer, size: ModelSize) -> ModelCo
         intermediate_size=size.intermediate_size or 4 * size.hidden_size, head_dim=None)
     if base.num_decoder_layers is not None or get_dialect(dialect).family == "encoder-decoder":
         changes["num_decoder_layers"] = size.layers
-    if base.head_dim is not None:
+    if base.head_dim is not None and get_dialect(dialect).family != "decoder":  # decoders read hidden/heads as None
         changes["head_dim"] = size.hidden_size // size.heads
+    if base.embedding_scale == base.hidden_size ** 0.5:  # sqrt(hidden) (Gemma, BART's scale_embedding): the new one
+        changes["embedding_scale"] = size.hidden_size ** 0.5
+    if base.sliding_window_layers is not None:  # the dialect's pattern (every period-th layer full) over the new depth
+        full = [i not in base.sliding_window_layers for i in range(base.num_layers)]
+        period = full.index(True) + 1
+        sliding = tuple(i for i in range(size.layers) if (i + 1) % period)
+        changes["sliding_window_layers"] = None if len(sliding) == size.layers else sliding
+    if base.num_kv_heads is not None:  # grouped-query: the dialect's group size, as far as the new heads allow
+        kv_heads = max(1, size.heads // (base.num_heads // base.num_kv_heads))
+        while size.heads % kv_heads:
+            kv_heads -= 1
+        changes["num_kv_heads"] = None if kv_heads == size.heads else kv_heads
     if size.dropout is not None:
         changes.update(dropout=size.dropout, attention_dropout=size.dropout,
                        activation_dropout=size.dropout if base.activation_dropout else 0.0)
@@ -117,6 +129,8 @@ def build_config(dialect: str, tokenizer: Tokenizer, size: ModelSize) -> ModelCo
     for key in ("pad_token_id", "bos_token_id", "eos_token_id"):
         if getattr(tokenizer, key, None) is not None:
             changes[key] = getattr(tokenizer, key)
+        elif (getattr(base, key) or 0) >= len(tokenizer):  # a default id (Phi-3's pad 32000) the vocabulary lacks
+            changes[key] = None
     changes.update({field: getattr(tokenizer, token) for field, token in recipe.special_ids})
     changes.update(dict(recipe.config))
     config = base.replace(**changes)

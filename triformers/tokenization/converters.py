@@ -40,6 +40,7 @@ class Family:
     hf_class: str  # the transformers class that rebuilds the same pipeline
     specials: dict[str, str] = field(default_factory=dict)
     model_input_names: tuple[str, ...] = ("input_ids", "attention_mask")
+    padding_side: str = "right"  # the class's default where tokenizer_config.json names none
 
 
 BERT = Family(
@@ -66,6 +67,17 @@ ROBERTA = Family(
 )
 T5 = Family("t5", "T5Tokenizer", {"eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>"})
 GENERIC = Family("generic", "PreTrainedTokenizerFast", {})  # transformers 5: no token_type_ids
+# today's decoders' classes (transformers 5.24 `models/{llama,qwen2,gemma,gpt_neox}/tokenization_*.py`): a folder
+# of theirs has a tokenizer.json, read as written (the pipeline these classes rebuild from its vocabulary and
+# merges is the one they wrote into it); the class gives the default special tokens and padding side
+LLAMA = Family("llama", "LlamaTokenizer", {"unk_token": "<unk>", "bos_token": "<s>", "eos_token": "</s>"},
+               padding_side="left")
+QWEN2 = Family("qwen2", "Qwen2Tokenizer",
+               {"unk_token": "<|endoftext|>", "eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>"})
+GEMMA = Family("gemma", "GemmaTokenizer", {"unk_token": "<unk>", "bos_token": "<bos>", "eos_token": "<eos>",
+                                           "pad_token": "<pad>", "mask_token": "<mask>"}, padding_side="left")
+GPT_NEOX = Family("gpt_neox", "GPTNeoXTokenizer", {"unk_token": "<|endoftext|>", "bos_token": "<|endoftext|>",
+                                                   "eos_token": "<|endoftext|>", "pad_token": "<|padding|>"})
 
 # tokenizer_config.json `tokenizer_class` (without a "Fast" suffix) -> family.
 CLASS_FAMILIES = {
@@ -81,6 +93,11 @@ CLASS_FAMILIES = {
     "MT5Tokenizer": T5,
     "PreTrainedTokenizer": GENERIC,
     "TokenizersBackend": GENERIC,
+    "LlamaTokenizer": LLAMA,
+    "CodeLlamaTokenizer": LLAMA,
+    "Qwen2Tokenizer": QWEN2,
+    "GemmaTokenizer": GEMMA,
+    "GPTNeoXTokenizer": GPT_NEOX,
 }
 # config.json `model_type` -> family, used when tokenizer_config.json names no class.
 MODEL_TYPE_FAMILIES = {
@@ -94,6 +111,14 @@ MODEL_TYPE_FAMILIES = {
     "t5": T5,
     "mt5": T5,
     "umt5": T5,
+    # transformers 5.24's TOKENIZER_MAPPING for today's decoders (llama, mistral, phi3: none, the generic class)
+    "qwen2": QWEN2,
+    "qwen3": QWEN2,
+    "gemma": GEMMA,
+    "gemma2": GEMMA,
+    "gemma3_text": GEMMA,
+    "gpt_neox": GPT_NEOX,
+    "opt": GPT2,
 }
 
 
@@ -274,7 +299,7 @@ def t5_post_processor(eos: str, eos_id: int) -> processors.TemplateProcessing:
 def apply_family_flags(backend: Backend, family: Family, config: dict) -> None:
     """The family flags tokenizer_config.json (or the caller) sets, applied over a tokenizer.json that says
     otherwise: transformers rebuilds these parts of a family's pipeline from the flags, so the flags win."""
-    if family in (GPT2, ROBERTA) and config.get("add_prefix_space") is not None:
+    if family in (GPT2, ROBERTA, QWEN2, GPT_NEOX) and config.get("add_prefix_space") is not None:
         pre = backend_component(backend, "pre_tokenizer") or {}
         if pre.get("type") == "ByteLevel" and pre.get("add_prefix_space") != config["add_prefix_space"]:
             backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=bool(config["add_prefix_space"]))

@@ -257,7 +257,7 @@ def assemble(backend: Any, family: cv.Family, special: dict, additional: list, c
         special_tokens={k: v for k, v in special.items() if k in cv.SPECIAL_KEYS},
         additional_special_tokens=additional,
         model_max_length=int(config.get("model_max_length") or cv.VERY_LARGE_INTEGER),
-        padding_side=config.get("padding_side") or "right",
+        padding_side=config.get("padding_side") or family.padding_side,
         truncation_side=config.get("truncation_side") or "right",
         clean_up_tokenization_spaces=config.get("clean_up_tokenization_spaces", False),
         model_input_names=config.get("model_input_names"),
@@ -363,7 +363,7 @@ def _family_flags(tokenizer: Tokenizer) -> dict[str, Any]:
             "strip_accents": norm["strip_accents"],
             "tokenize_chinese_chars": norm["handle_chinese_chars"],
         }
-    if family in (cv.GPT2, cv.ROBERTA):
+    if family in (cv.GPT2, cv.ROBERTA, cv.QWEN2, cv.GPT_NEOX):
         pre = cv.backend_component(tokenizer.backend, "pre_tokenizer") or {}
         return {"add_prefix_space": bool(pre.get("add_prefix_space", False))}
     if family is cv.T5:
