@@ -112,15 +112,15 @@ def _triformers(model: str, folder: Path, ids: torch.Tensor, new: int, pad: int)
     from .int8 import _triformers_quantizes
     model_type = hf_config(model).model_type
     if not have_dialect(model_type):
-        return {}, f"triformers has no {model_type!r} dialect yet"
+        return {}, f"no {model_type!r} dialect yet"
     out = {"tri32": _generate(load_triformers(model, folder), ids, new, pad)}
     if not _triformers_quantizes():
-        return out, "triformers from_pretrained has no `quantize` option yet"
+        return out, "from_pretrained has no `quantize` option yet"
     int8 = load_triformers(model, folder, quantize="int8")
     try:
         _generate(int8, ids, 1, pad)()
     except Exception as error:  # a library bug is reported in the row, and the other rows still run
-        return out, f"triformers int8 generate failed: {type(error).__name__}: {error}"
+        return out, f"int8 generate failed: {type(error).__name__}: {error}"
     out["tri8"] = _generate(int8, ids, new, pad)
     return out, ""
 
