@@ -40,6 +40,16 @@ SPECS: dict[str, tuple[str, dict[str, Any], str]] = {
                                      encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=1024,
                                      decoder_ffn_dim=1024, max_position_embeddings=512), "encoder-decoder"),
     "bert-base": ("BertConfig", {}, "encoder"),  # BERT-base: 12 x 768, 30522 vocab
+    # today's decoders (issue 15), shapes from their config.json files
+    "smollm2-135m": ("LlamaConfig", dict(vocab_size=49152, hidden_size=576, intermediate_size=1536,
+                                         num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3,
+                                         max_position_embeddings=8192, rope_theta=100000.0, rms_norm_eps=1e-5,
+                                         tie_word_embeddings=True, bos_token_id=1, eos_token_id=2), "decoder"),
+    "qwen2.5-0.5b": ("Qwen2Config", dict(vocab_size=151936, hidden_size=896, intermediate_size=4864,
+                                         num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
+                                         max_position_embeddings=32768, rope_theta=1000000.0, rms_norm_eps=1e-6,
+                                         tie_word_embeddings=True, bos_token_id=151643, eos_token_id=151643),
+                     "decoder"),  # Qwen2 puts a bias on q/k/v (not o_proj) by itself
 }
 
 HF_CLASSES = {"decoder": "AutoModelForCausalLM", "encoder-decoder": "AutoModelForSeq2SeqLM",
@@ -138,12 +148,16 @@ def decode_weight_count(hf_model) -> int:
 
 
 def kv_dims(hf_config_obj) -> tuple[int, int]:
-    """(decoder layers, width of keys = heads * head_dim) from a transformers config."""
+    """(decoder layers, width of cached keys = kv heads * head_dim) from a transformers config."""
     c = hf_config_obj
     if c.model_type == "t5":
         return c.num_decoder_layers, c.num_heads * c.d_kv
     if c.model_type == "bart":
         return c.decoder_layers, c.d_model
+    kv_heads = getattr(c, "num_key_value_heads", None)
+    if kv_heads:  # grouped-query attention caches only the kv heads
+        head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+        return c.num_hidden_layers, kv_heads * head_dim
     return c.num_hidden_layers, c.hidden_size
 
 

@@ -29,25 +29,9 @@ def _triformers_quantizes() -> bool:
 
 
 def _ctranslate2_generator(folder: Path, out: Path, threads: int, prompt: torch.Tensor, new: int) -> Callable:
-    """CTranslate2 int8 over the same weights; its converter needs a tokenizer, so a word-level one
-    naming each id ("t123") is saved beside the weights."""
-    import ctranslate2
-    from ctranslate2.converters import TransformersConverter
-    from tokenizers import Tokenizer, models
-    from transformers import AutoConfig, PreTrainedTokenizerFast
-    vocab_size = AutoConfig.from_pretrained(folder).vocab_size
-    words = Tokenizer(models.WordLevel({f"t{i}": i for i in range(vocab_size)}, unk_token="t0"))
-    PreTrainedTokenizerFast(tokenizer_object=words, eos_token=f"t{vocab_size - 1}",
-                            bos_token=f"t{vocab_size - 1}", unk_token="t0").save_pretrained(folder)
-    TransformersConverter(str(folder)).convert(str(out), quantization="int8", force=True)
-    generator = ctranslate2.Generator(str(out), device="cpu", compute_type="int8", intra_threads=threads)
-    tokens = [[f"t{int(i)}" for i in row] for row in prompt]
-
-    def run() -> torch.Tensor:
-        results = generator.generate_batch(tokens, max_length=new, min_length=new, sampling_topk=1,
-                                           include_prompt_in_result=False)
-        return torch.cat([prompt, torch.tensor([r.sequences_ids[0] for r in results])], dim=1)
-    return run
+    """CTranslate2 int8 over the same weights (converted as in ct2.py)."""
+    from .ct2 import convert, generator
+    return generator(convert(folder, out), "int8", threads, prompt, new)
 
 
 def _generator(model, input_ids: torch.Tensor, new: int, pad: int) -> Callable:

@@ -115,11 +115,13 @@ def run_lora(settings: Settings, model: str) -> list[Row]:
     same = tri_lora["trainable"] == peft_lora["trainable"]
     note = ("lora: fresh process per contender; AdamW(lr=1e-4, weight_decay=0.01, fused=True) over the trainable "
             f"parameters; LoRA r=16 alpha=32 dropout 0.05 on {','.join(TARGETS[model])}; peak = VmHWM of the steps "
-            "(reset after loading) - RSS after the imports" + ("" if all(r["reset"] for r in results.values()) else " (VmHWM not reset)"))
+            "(reset after loading) - RSS after the imports"
+            + ("" if all(r["reset"] for r in results.values()) else " (VmHWM not reset)"))
     side = (f"step: triformers full {statistics.median(tri_full['times']):.3f} s / LoRA "
             f"{statistics.median(tri_lora['times']):.3f} s, transformers full {statistics.median(hf_full['times']):.3f}"
-            f" s / peft {statistics.median(peft_lora['times']):.3f} s; peak: triformers full {mb['triformers', 'full']:.0f}"
-            f" / LoRA {mb['triformers', 'lora']:.0f} MB, transformers full {mb['transformers', 'full']:.0f} / peft "
+            f" s / peft {statistics.median(peft_lora['times']):.3f} s; peak: triformers full "
+            f"{mb['triformers', 'full']:.0f} / LoRA {mb['triformers', 'lora']:.0f} MB, transformers full "
+            f"{mb['transformers', 'full']:.0f} / peft "
             f"{mb['transformers', 'lora']:.0f} MB")
     label = f"{model} LoRA train step"
     rows = [
@@ -138,7 +140,8 @@ def run_lora(settings: Settings, model: str) -> list[Row]:
                     target=f"< {MEMORY_TARGET:.0%} of full", met=ratio < MEMORY_TARGET, notes=note,
                     check=f"LoRA peak = {ratio:.0%} of full fine-tuning's"))
     rows.append(Row(case=case, label=f"{label} peak memory vs peft + transformers", unit="MB",
-                    higher_is_better=False, baseline="peft + transformers LoRA", transformers=mb["transformers", "lora"],
+                    higher_is_better=False, baseline="peft + transformers LoRA",
+                    transformers=mb["transformers", "lora"],
                     triformers=mb["triformers", "lora"],
                     speedup=mb["transformers", "lora"] / mb["triformers", "lora"], notes=note,
                     check=f"peft LoRA peak = {mb['transformers', 'lora'] / mb['transformers', 'full']:.0%} of "
