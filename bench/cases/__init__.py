@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import Any, Callable
 
-GROUPS = ("generation", "decode_step", "forward", "training", "loading", "int8", "gguf")
+GROUPS = ("generation", "decode_step", "forward", "training", "loading", "int8", "gguf", "serve")
 
 
 def all_cases() -> list[dict[str, Any]]:
