@@ -179,3 +179,20 @@ def test_choose_greedy_top_p_and_logprobs():
     settings = [RowSettings(temperature=0.0), RowSettings(temperature=0.0, frequency_penalty=2.0)]
     penalised = choose(logits, counts, settings, [None, None])
     assert penalised[1].token != 0
+
+
+def test_serve_options_build_an_int8_engine_whose_greedy_replies_equal_its_generate(tmp_path):
+    from triformers.serving import ServeOptions
+    from triformers.serving.server import build
+
+    folder = build_gpt2(tmp_path / "gpt2")
+    served = build(ServeOptions(model=str(folder), quantize="int8", max_batch=4))
+    try:
+        assert served.model_name == "gpt2" and served.embedder is None
+        model, tokenizer = served.engine.model, served.engine.tokenizer
+        prompt = prompts(tokenizer, 4)[3]
+        _, collector = run(served.engine, prompt, 12, temperature=0.0)
+        assert collector.done.wait(30)
+        assert collector.tokens() == offline(model, prompt, 12, tokenizer.eos_token_id)
+    finally:
+        served.engine.close()

@@ -150,6 +150,7 @@ def _completion_prompts(engine: Engine, prompts: list[Any]) -> list[list[int]]:
 
 def _check_lengths(engine: Engine, params: GenerationParams, prompts: list[list[int]]) -> int:
     """The max_tokens of every choice; 400 when a prompt and its completion do not fit the context."""
+    where = "messages" if params.messages is not None else "prompt"
     if params.n > engine.max_batch:
         raise invalid(f"'n' is {params.n} but this server decodes at most {engine.max_batch} sequences at once",
                       "n", "invalid_value")
@@ -157,7 +158,7 @@ def _check_lengths(engine: Engine, params: GenerationParams, prompts: list[list[
     context = engine.context
     if longest >= context:
         raise invalid(f"This model's maximum context length is {context} tokens. However, your prompt is {longest} "
-                      "tokens, which leaves no room for a completion.", "messages", "context_length_exceeded")
+                      "tokens, which leaves no room for a completion.", where, "context_length_exceeded")
     if params.max_tokens is None:
         return context - longest
     if longest + params.max_tokens > context:
@@ -202,8 +203,10 @@ async def _generate(served: Served, http: HTTPRequest, params: GenerationParams,
         if not collect.done():  # the client went away (or we are cancelled): free the slots now
             collect.cancel()
             _cancel(requests)
-    if collect.cancelled():
+    if not collect.done() or collect.cancelled():
         return Response(status_code=499)  # nobody is listening; nginx's "client closed request"
+    if collect.exception() is not None:
+        _cancel(requests)  # one prompt failed: the others of the request stop too
     return JSONResponse(collect.result())
 
 
@@ -331,6 +334,10 @@ async def _sse(reply: _Reply, stream: AsyncIterator[tuple[int, Event]], requests
             yield _sse_line(reply.usage_chunk())
     except APIError as err:  # the status line is sent already: the error goes in the stream, as OpenAI's does
         yield _sse_line(err.body())
+    except Exception as err:
+        log.exception("unexpected error while streaming")
+        yield _sse_line(APIError(500, f"internal server error ({type(err).__name__}); see the server's log",
+                                 "server_error").body())
     finally:
         _cancel([r for r in requests if not r.done])  # a disconnect lands here (cancellation): free the slots
     yield "data: [DONE]\n\n"

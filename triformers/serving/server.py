@@ -28,13 +28,12 @@ GRACE = 30.0  # seconds running responses get to finish after SIGTERM
 
 
 def _load(path: str, options: ServeOptions, auto_class: Any) -> tuple[Any, Any]:
-    from ..pipelines.base import load, resolve_device, resolve_dtype
+    from ..pipelines.base import resolve_device, resolve_dtype
+    from ..tokenization import AutoTokenizer
 
-    model, tokenizer = load(auto_class, path, None, options.dtype, "serve")
-    if options.quantize is not None:  # reload quantized (from_pretrained owns the quantizing)
-        model = auto_class.from_pretrained(path, dtype=resolve_dtype(options.dtype), quantize=options.quantize)
+    model = auto_class.from_pretrained(path, dtype=resolve_dtype(options.dtype), quantize=options.quantize)
     device = resolve_device(options.device)
-    return (model.to(device) if device is not None else model).eval(), tokenizer
+    return (model.to(device) if device is not None else model).eval(), AutoTokenizer.from_pretrained(path)
 
 
 def family_of(path: str) -> str:
