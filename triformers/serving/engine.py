@@ -2,9 +2,9 @@
 
 Each iteration of its loop (Orca's iteration-level scheduling, Yu et al. 2022; vLLM's and TGI's routers):
 1. drop sequences whose client went away or whose request ran past its deadline (their slots free at once);
-2. admit waiting requests while slots are free, up to a budget of prompt tokens: each prompt is computed
-   at batch 1 into its slot (a request with n choices fills n slots from one prompt pass) and gives the
-   first token, so new requests start while others decode;
+2. admit waiting requests while slots are free, up to a budget of prompt tokens: their prompts are computed
+   in one right-padded batch into their slots (a request with n choices fills n slots from one prompt) and
+   give the first tokens, so new requests start while others decode;
 3. one decoding step over every running sequence (`slots.py`), each at its own position, with its own
    sampling settings (`sampling.py`) and its own stopping: end-of-sequence tokens, stop strings,
    `max_tokens`, the context length; a finished sequence leaves and its slot is reused at once.
@@ -176,40 +176,61 @@ class Engine:
             self._step()
 
     def _admit(self, now: float) -> None:
-        budget = self.prefill_budget
+        """Take waiting requests while slots are free, up to `prefill_budget` prompt tokens (a longer prompt
+        still goes in alone), and compute their prompts in one batch."""
+        budget, taken, slots = self.prefill_budget, [], self.max_batch - len(self.rows)
         while True:
             with self.condition:
-                if not self.waiting or self.waiting[0].n > self.max_batch - len(self.rows):
-                    return
+                if not self.waiting or self.waiting[0].n > slots:
+                    break
                 request = self.waiting[0]
-                if budget < len(request.prompt) and budget < self.prefill_budget:
-                    return  # the next prompt waits for the next iteration (a long one still goes in alone)
+                if budget < len(request.prompt) and taken:
+                    break
                 self.waiting.popleft()
             if request.cancelled:
                 continue
             if request.timeout is not None and now - request.submitted > request.timeout:
                 self._fail(request, f"the request timed out after {request.timeout:g} s in the queue", "timeout")
                 continue
-            budget -= len(request.prompt)
-            try:
-                self._prefill(request)
-            except Exception as err:
-                log.exception("prompt pass failed")
+            budget, slots = budget - len(request.prompt), slots - request.n
+            taken.append(request)
+        if not taken:
+            return
+        try:
+            self._prefill(taken)
+        except Exception as err:
+            log.exception("prompt pass failed")
+            for request in taken:
                 self._fail(request, f"the prompt could not be processed ({type(err).__name__})", "internal")
 
-    def _prefill(self, request: Request) -> None:
-        first, length = len(self.rows), len(request.prompt)
-        view = self.cache.prompt_view(first, length)
-        ids = torch.tensor([request.prompt], device=self.model.device)
-        logits = self.model(ids, cache=view, logits_to_keep=1).logits[:, -1].float()  # (1, V)
-        sequences = [Sequence(request, i, length) for i in range(request.n)]
-        for i in range(1, request.n):
-            self.cache.copy_row(first, first + i, length)
-        self.counts[first:first + request.n].zero_()
+    def _prefill(self, requests: list[Request]) -> None:
+        """The prompts of `requests`, right-padded into one batch: causal attention keeps every real token from
+        the pads after it, so each row computes what its prompt alone computes (pad keys land in the row's slot
+        past its length, where decoding masks and then overwrites them). Row k goes to slot first + k; the
+        extra choices of a request (n > 1) get copies of its row after those."""
+        first, lengths = len(self.rows), [len(r.prompt) for r in requests]
+        B, T = len(requests), max(lengths)
+        ids = torch.tensor([r.prompt + [0] * (T - len(r.prompt)) for r in requests], device=self.model.device)
+        self.model.check_inputs(ids, None)
+        view = self.cache.prompt_view(first, B, T)
+        model = self.model
+        hidden = model.decoder(model.embed_tokens(ids), input_ids=ids, cache=view)  # (B, T, H)
+        last = hidden[torch.arange(B, device=ids.device), torch.tensor(lengths, device=ids.device) - 1]  # (B, H)
+        logits = model.lm_logits(last[:, None]).float()[:, 0]  # (B, V)
+        sequences = [Sequence(r, 0, n) for r, n in zip(requests, lengths, strict=True)]
+        source = list(range(B))  # the logits row of each new sequence
+        for k, request in enumerate(requests):
+            for i in range(1, request.n):
+                self.cache.copy_row(first + k, first + len(sequences), lengths[k])
+                sequences.append(Sequence(request, i, lengths[k]))
+                source.append(k)
+        count = len(sequences)
+        self.counts[first:first + count].zero_()
         self.rows.extend(sequences)
-        choices = choose(logits.expand(request.n, -1), self.counts[first:first + request.n],
-                         [request.settings] * request.n, [s.generator for s in sequences])
-        self._accept(sequences, choices, range(first, first + request.n))
+        choices = choose(logits.index_select(0, torch.tensor(source, device=logits.device)),
+                         self.counts[first:first + count], [s.request.settings for s in sequences],
+                         [s.generator for s in sequences])
+        self._accept(sequences, choices, range(first, first + count))
 
     def _step(self) -> None:
         rows = self.rows

@@ -8,10 +8,10 @@ Both go through the model's ordinary forward (`plan=`, `cache=`, `cache_position
 drives it, so the model code knows nothing of slots.
 
 Running rows are kept packed in rows [0, active): a row that leaves is replaced by the last one (`move`), so
-that a step reads a view of the cache, never a gathered copy. A new sequence's prompt is computed at batch 1
-straight into its row (`prompt_view`), with the same shapes and masks as `generate`'s own prompt pass, which
-is what makes a greedy reply equal to the offline one. The length of the buffers grows by doubling, up to
-the context length, so that a server sized for 64 rows of 2048 positions does not hold that memory idle.
+that a step reads a view of the cache, never a gathered copy. New prompts are computed straight into their
+rows (`prompt_view`, several right-padded into one batch), with the masks and positions of `generate`'s own
+prompt pass, which is what makes a greedy reply equal to the offline one. The buffers' length grows by
+doubling, up to the context length, so that a server sized for 64 rows of 2048 positions does not hold that memory idle.
 """
 
 from __future__ import annotations
@@ -48,11 +48,12 @@ class SlotCache(KVCache):
             setattr(self, name, new)
         self.max_length = capacity
 
-    def prompt_view(self, row: int, length: int) -> KVCache:
-        """A one-row `KVCache` whose buffers are row `row` of this one: the prompt pass writes in place."""
+    def prompt_view(self, first: int, rows: int, length: int) -> KVCache:
+        """A `KVCache` of `rows` rows whose buffers are rows [first, first + rows) of this one: the prompt pass
+        writes in place."""
         self.reserve(length)
-        view = KVCache(self.k.shape[0], 1, self.k.shape[2], 0, self.k.shape[4], self.k.dtype, self.k.device)
-        view.k, view.v = self.k[:, row:row + 1, :, :length], self.v[:, row:row + 1, :, :length]
+        view = KVCache(self.k.shape[0], rows, self.k.shape[2], 0, self.k.shape[4], self.k.dtype, self.k.device)
+        view.k, view.v = self.k[:, first:first + rows, :, :length], self.v[:, first:first + rows, :, :length]
         view.max_length = length
         return view
 
