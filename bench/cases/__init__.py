@@ -9,7 +9,8 @@ from __future__ import annotations
 import importlib
 from typing import Any, Callable
 
-GROUPS = ("generation", "decode_step", "forward", "training", "lora", "loading", "int8", "gguf", "modern", "ct2")
+GROUPS = ("generation", "decode_step", "forward", "training", "lora", "loading", "int8", "gguf", "modern", "ct2",
+          "serve")
 
 
 def all_cases() -> list[dict[str, Any]]:

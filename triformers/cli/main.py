@@ -1,7 +1,7 @@
 """The `triformers` command (also `python -m triformers`): one argparse sub-command per registered verb.
 
 Verbs live in `train.py` (pretrain, finetune), `use.py` (fill-mask, generate, text2text, classify, ner,
-qa, embed), `chat.py` (chat) and `bench.py`; each registers a `Command` (see `registry.py`).
+qa, embed), `chat.py` (chat), `serve.py` (serve) and `bench.py`; each registers a `Command` (see `registry.py`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import sys
 from typing import Sequence
 
 from ..errors import TriformersError
-from . import train, use, chat, bench  # noqa: F401,I001  (each registers its verbs, in this order for --help)
+from . import train, use, chat, serve, bench  # noqa: F401,I001  (each registers its verbs, in this order for --help)
 from .registry import COMMANDS
 
 
