@@ -251,4 +251,4 @@ def test_t5_wo_loads_in_fp32_from_an_fp32_checkpoint_when_the_rest_is_bf16(tmp_p
     wo = model.encoder.layers[0].mlp.down.weight
     assert wo.dtype == torch.float32
     assert torch.equal(wo, stored["encoder.block.0.layer.1.DenseReluDense.wo.weight"])  # not rounded via bf16
-    assert model.encoder.layers[0].mlp.up.weight.dtype == torch.bfloat16
+    assert model.encoder.layers[0].mlp.gate_up.weight.dtype == torch.bfloat16  # wi_0 | wi_1, fused

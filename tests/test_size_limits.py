@@ -26,7 +26,7 @@ from triformers.memory import buffer_count, cgroup_limits, machine_memory, param
 from triformers.models import DecoderModel, EncoderDecoderModel, EncoderModel
 
 CLASSES = {cls.family: cls for cls in (EncoderModel, DecoderModel, EncoderDecoderModel)}
-SMALL = dict(vocab_size=50, hidden_size=16, num_layers=2, num_heads=2, intermediate_size=24)
+SMALL = dict(vocab_size=50, hidden_size=16, num_layers=2, num_heads=4, intermediate_size=24)
 FLIPS = ("tie_word_embeddings", "bias", "gated_mlp", "embedding_norm", "final_norm", "pooler")
 
 
@@ -40,11 +40,15 @@ def variants(model_type: str):
     """A small config of the dialect, then each variant flag flipped, other labels and (encoder-decoders) stacks
     of their own sizes."""
     base = AutoConfig.for_model(model_type)
-    small = base.replace(**SMALL, max_positions=min(base.max_positions, 40))
+    kv = {"num_kv_heads": 2} if base.num_kv_heads is not None else {}  # grouped-query dialects: 2 groups of 2
+    if getattr(base, "sliding_window_layers", None):  # Gemma 2/3's pattern, cut to the small stack's layers
+        kv["sliding_window_layers"] = tuple(i for i in base.sliding_window_layers if i < SMALL["num_layers"])
+    small = base.replace(**SMALL, **kv, head_dim=8 if base.positions == "rotary" else None,
+                         max_positions=min(base.max_positions, 40))
     yield small
     for name in FLIPS:
         yield small.replace(**{name: not getattr(small, name)})
-    yield small.replace(num_labels=3, type_vocab_size=small.type_vocab_size + 1, head_dim=4)
+    yield small.replace(num_labels=3, type_vocab_size=small.type_vocab_size + 1, head_dim=8)
     if DIALECTS[model_type].family == "encoder-decoder":
         yield small.replace(num_decoder_layers=3, num_decoder_heads=4, decoder_intermediate_size=40)
 

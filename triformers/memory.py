@@ -56,18 +56,21 @@ def _norm(config: ModelConfig, dim: int, bias: bool) -> int:
 
 
 def _attention(config: ModelConfig, cross: bool) -> int:
-    H, bias = config.hidden_size, config.bias
-    inner = config.num_heads * config.attention_head_dim
+    H, bias, head_dim = config.hidden_size, config.bias, config.attention_head_dim
+    inner = config.num_heads * head_dim
     if cross:  # q from the decoder, fused k|v from the encoder output
         return _linear(H, inner, bias) + _linear(H, 2 * inner, bias) + _linear(inner, H, bias)
-    kv_inner = _field(config, "num_kv_heads", config.num_heads) * config.attention_head_dim
-    return _linear(H, inner + 2 * kv_inner, bias) + _linear(inner, H, bias)
+    kv_inner = _field(config, "num_kv_heads", config.num_heads) * head_dim
+    qk_norm = 2 * _norm(config, head_dim, bias) if config.qk_norm else 0
+    return (_linear(H, inner + 2 * kv_inner, config.layer_bias("qkv")) + _linear(inner, H, config.layer_bias("out"))
+            + qk_norm)
 
 
 def _block(config: ModelConfig, cross: bool) -> int:
     H, inner, bias = config.hidden_size, config.intermediate_size, config.bias
-    mlp = _linear(H, inner, bias) * (2 if config.gated_mlp else 1) + _linear(inner, H, bias)
-    norms = (3 if cross else 2) * _norm(config, H, bias)
+    mlp_bias = config.layer_bias("mlp")
+    mlp = _linear(H, inner, mlp_bias) * (2 if config.gated_mlp else 1) + _linear(inner, H, mlp_bias)
+    norms = (3 if cross else 2 + 2 * int(config.sandwich_norm)) * _norm(config, H, bias)
     return _attention(config, False) + (_attention(config, True) if cross else 0) + mlp + norms
 
 
@@ -81,6 +84,8 @@ def _stack(config: ModelConfig, layers: int, cross: bool = False) -> int:
         total += config.relative_buckets * config.num_heads
     total += config.type_vocab_size * H
     total += _norm(config, H, bias) * (int(config.embedding_norm) + int(config.final_norm))
+    if config.embedding_width != H:  # OPT's project_in and project_out
+        total += 2 * config.embedding_width * H
     return total
 
 
@@ -93,10 +98,12 @@ def _classifier(config: ModelConfig) -> int:
 
 def _head(config: ModelConfig, family: str, head: str | None) -> int:
     H, V = config.hidden_size, config.vocab_size
-    untied = 0 if config.tie_word_embeddings else V * H
+    untied = 0 if config.tie_word_embeddings else V * (config.embedding_width if family == "decoder" else H)
     if head == "sequence_classification":
         pooled = family == "encoder" and config.pooler and config.classifier == "pooled"
         return _classifier(config) + (_linear(H, H, True) if pooled else 0)
+    if family == "decoder" and head in ("token_classification", "question_answering"):
+        return _linear(config.embedding_width, config.num_labels if head == "token_classification" else 2, True)
     if family != "encoder":
         return untied if head == "lm" else 0
     if head is None:
@@ -108,7 +115,7 @@ def _head(config: ModelConfig, family: str, head: str | None) -> int:
 
 def parameter_count(config: ModelConfig, family: str, head: str | None = None) -> int:
     """The parameters of a `family` model (encoder | decoder | encoder-decoder) with `head` built from `config`."""
-    total = config.vocab_size * config.hidden_size  # token embeddings, shared by both stacks of an encoder-decoder
+    total = config.vocab_size * config.embedding_width  # token embeddings, shared by both stacks of an encoder-decoder
     total += _stack(config, config.num_layers)
     if family == "encoder-decoder":
         total += _stack(config.decoder_stack(), config.decoder_layers, cross=True)
