@@ -187,14 +187,8 @@ def parse_completion(body: Any, max_n: int) -> GenerationParams:
     common = _common(body, max_n)
     max_tokens = _field(body, "max_tokens", "integer", 16, 1)  # the completions API's own default
     logprobs = _field(body, "logprobs", "integer", None, 0, 5)
-    prompt = body.get("prompt")
-    if isinstance(prompt, str) or _token_list(prompt):
-        prompts = [prompt]
-    elif isinstance(prompt, list) and prompt and all(isinstance(p, str) or _token_list(p) for p in prompt):
-        prompts = list(prompt)
-    else:
-        raise invalid("'prompt' must be a string, an array of strings, or an array of token ids", "prompt",
-                      "invalid_type" if prompt is not None else "missing_required_parameter")
+    prompts = _texts_or_ids(body, "prompt", "'prompt' must be a string, an array of strings, or an array of "
+                                            "token ids")
     return _params(common, max_tokens, logprobs, prompts=prompts)
 
 
@@ -203,20 +197,24 @@ def _token_list(value: Any) -> bool:
                                                            for t in value)
 
 
+def _texts_or_ids(body: Any, name: str, message: str) -> list[Any]:
+    """body[name] as a list of inputs: one string or token id list, or a non-empty array of them."""
+    value = body.get(name)
+    if isinstance(value, str) or _token_list(value):
+        return [value]
+    if isinstance(value, list) and value and all(isinstance(v, str) or _token_list(v) for v in value):
+        return list(value)
+    raise invalid(message, name, "invalid_type" if value is not None else "missing_required_parameter")
+
+
 def parse_embeddings(body: Any) -> tuple[str, list[Any], str]:
     """(model, inputs (texts or token id lists), encoding_format)."""
     _check_keys(body, {"model", "input", "encoding_format", "user", "dimensions"}, {}, "embeddings")
     model = _field(body, "model", "string")
     if model is None:
         raise invalid("'model' is required", "model", "missing_required_parameter")
-    value = body.get("input")
-    if isinstance(value, str) or _token_list(value):
-        inputs = [value]
-    elif isinstance(value, list) and value and all(isinstance(v, str) or _token_list(v) for v in value):
-        inputs = list(value)
-    else:
-        raise invalid("'input' must be a non-empty string, array of strings, or array of token ids", "input",
-                      "invalid_type" if value is not None else "missing_required_parameter")
+    inputs = _texts_or_ids(body, "input", "'input' must be a non-empty string, array of strings, or array of "
+                                          "token ids")
     if any(v == "" for v in inputs):
         raise invalid("'input' may not hold empty strings", "input", "invalid_value")
     encoding = _field(body, "encoding_format", "string", "float")
