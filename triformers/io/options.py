@@ -57,20 +57,15 @@ def split(kwargs: dict[str, Any]) -> tuple[HubOptions, LoadOptions, dict[str, An
         hub.subfolder = ""
     torch_dtype = kwargs.pop("torch_dtype", None)
     dtype = kwargs.pop("dtype", None)
-    if torch_dtype is not None and dtype is not None and as_dtype(torch_dtype) != as_dtype(dtype):
+    if torch_dtype is not None and dtype is not None and parse_dtype(torch_dtype) != parse_dtype(dtype):
         raise InputError(f"dtype={dtype!r} and torch_dtype={torch_dtype!r} disagree; give one (torch_dtype is the "
                          "older name of dtype)")
     kwargs.pop("low_cpu_mem_usage", None)  # always so: weights are read into a model built on the meta device
-    load = LoadOptions(dtype=as_dtype(dtype if dtype is not None else torch_dtype),
+    load = LoadOptions(dtype=parse_dtype(dtype if dtype is not None else torch_dtype),
                        device=device_of(kwargs.pop("device_map", None)),
                        attn_implementation=attention(kwargs.pop("attn_implementation", None)),
                        use_safetensors=kwargs.pop("use_safetensors", None))
     return hub, load, kwargs
-
-
-def as_dtype(value: Any) -> torch.dtype | str | None:
-    """A torch dtype from a dtype, its name ("bfloat16", "torch.float16") or "auto" (memory.parse_dtype)."""
-    return parse_dtype(value)
 
 
 def device_of(device_map: Any) -> torch.device | None:
