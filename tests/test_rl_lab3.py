@@ -27,14 +27,16 @@ import ast
 import csv
 import inspect
 import json
+import os
 import random
 import shutil
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
 from conftest import asset
-from trainer_assets import hub_cache, sentence, tiny_t5
+from trainer_assets import course_lab, hub_cache, sentence
 
 datasets = pytest.importorskip("datasets")
 transformers = pytest.importorskip("transformers")
@@ -73,17 +75,8 @@ def tiny_roberta_classifier(folder) -> str:
 def lab3_world(tmp_path, monkeypatch) -> dict[str, str]:
     """Both checkpoints in an offline cache, DialogSum as CSVs with longer dialogues than the other labs' (the lab
     keeps 200 < len(dialogue) <= 1000 characters), the Lab 2 adapter in the notebook's folder, which is the cwd."""
-    cache = hub_cache(tmp_path / "hub", "google/flan-t5-base", tiny_t5(tmp_path / "tiny-flan-t5"))
-    hub_cache(cache, TOXICITY_MODEL, tiny_roberta_classifier(tmp_path / "tiny-roberta"))
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "datasets-cache"))
-    rng = random.Random(0)
-    files = {}
-    for split, n in (("train", 40), ("validation", 10), ("test", 10)):
-        files[split] = str(tmp_path / f"{split}.csv")
-        write_dialogsum(tmp_path / f"{split}.csv", n, rng)
-    monkeypatch.chdir(tmp_path)
+    files = course_lab(tmp_path, monkeypatch, rows=(40, 10, 10), writer=write_dialogsum)
+    hub_cache(Path(os.environ["HF_HUB_CACHE"]), TOXICITY_MODEL, tiny_roberta_classifier(tmp_path / "tiny-roberta"))
     save_lab2_adapter(tmp_path / "peft-dialogue-summary-checkpoint-from-s3")
     return files
 

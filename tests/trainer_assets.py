@@ -91,19 +91,21 @@ def hub_cache(root: Path, repo_id: str, folder: str, commit: str = "c" * 40) -> 
     return root
 
 
-def course_lab(tmp_path: Path, monkeypatch) -> dict[str, str]:
-    """The course labs' world: flan-t5-base (tiny_t5) in an offline Hugging Face cache, DialogSum as local CSVs
-    (train 300, validation 200, test 250 rows: the labs read test rows up to index 200), the notebook's folder as
-    cwd. Returns the CSV files by split, as `load_dataset("csv", data_files=...)` takes them."""
+def course_lab(tmp_path: Path, monkeypatch, rows: tuple[int, int, int] = (300, 200, 250),
+               writer=write_dialogsum) -> dict[str, str]:
+    """The course labs' world: flan-t5-base (tiny_t5) in an offline Hugging Face cache (HF_HUB_CACHE), DialogSum
+    as local CSVs written by `writer` (train, validation, test `rows`; by default 300, 200, 250: the labs read test
+    rows up to index 200), the notebook's folder as cwd. Returns the CSV files by split, as
+    `load_dataset("csv", data_files=...)` takes them."""
     cache = hub_cache(tmp_path / "hub", "google/flan-t5-base", tiny_t5(tmp_path / "tiny-flan-t5"))
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "datasets-cache"))
     rng = random.Random(0)
     files = {}
-    for split, n in (("train", 300), ("validation", 200), ("test", 250)):
+    for split, n in zip(("train", "validation", "test"), rows, strict=True):
         files[split] = str(tmp_path / f"{split}.csv")
-        write_dialogsum(tmp_path / f"{split}.csv", n, rng)
+        writer(tmp_path / f"{split}.csv", n, rng)
     monkeypatch.chdir(tmp_path)
     return files
 
