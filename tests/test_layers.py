@@ -37,8 +37,37 @@ def test_output_can_be_modified_in_place_and_inference_takes_the_kernel(monkeypa
     calls = []
     monkeypatch.setattr(onednn, "matmul", lambda *a: calls.append(1) or F.linear(*a))
     with torch.no_grad():
-        linear(torch.randn(2, 8), layer.weight, layer.bias)
+        linear(torch.randn(2, 3, 8), layer.weight, layer.bias)
     assert calls, "CPU inference in fp32 should go through oneDNN"
+
+
+@needs_onednn
+@pytest.mark.parametrize("blas", [True, False])
+def test_few_row_fp32_matmuls_take_blas_where_the_machine_runs_them_faster(blas, monkeypatch):
+    layer = Linear(8, 4)
+    monkeypatch.setattr(onednn, "BLAS_FEW_ROWS", blas)
+    kernel, calls = onednn.matmul, []
+    monkeypatch.setattr(onednn, "matmul", lambda *a: calls.append(a[0].shape) or kernel(*a))
+    with torch.no_grad():
+        for shape in [(1, 8), (1, 3, 8), (4, 8)]:
+            x = torch.randn(shape)
+            torch.testing.assert_close(linear(x, layer.weight, layer.bias), F.linear(x, layer.weight, layer.bias),
+                                       atol=1e-6, rtol=1e-6)
+        if onednn.BF16:  # bf16 keeps oneDNN at any row count
+            linear(torch.randn(1, 8, dtype=torch.bfloat16), layer.weight.bfloat16(), layer.bias.bfloat16())
+    few = [(1, 8), (1, 3, 8)]
+    expected = ([] if blas else few) + [(4, 8)] + ([(1, 8)] if onednn.BF16 else [])
+    assert calls == expected
+
+
+def test_the_few_row_kernel_choice_follows_the_cpu_and_the_override(monkeypatch):
+    monkeypatch.delenv("TRIFORMERS_BLAS_FEW_ROWS", raising=False)
+    for vendor, expected in [("GenuineIntel", True), ("AuthenticAMD", False)]:
+        monkeypatch.setattr(onednn, "_cpu_vendor", lambda v=vendor: v)
+        assert onednn._blas_for_few_rows() is (expected and torch.backends.mkl.is_available())
+    for setting, expected in [("0", False), ("1", True)]:
+        monkeypatch.setenv("TRIFORMERS_BLAS_FEW_ROWS", setting)
+        assert onednn._blas_for_few_rows() is expected
 
 
 def _tiny_gpt2(dtype=torch.float32):

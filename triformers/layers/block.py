@@ -66,13 +66,17 @@ class Block(nn.Module):
         self.mlp_post_norm = norm() if config.sandwich_norm else None
         self.pre_norm = config.norm_placement == "pre"
         self.parallel = config.parallel_residual
-        self.drop = Dropout(config.dropout)
+        # None without dropout: decoding steps then skip two module calls per layer (as MLP skips its own)
+        self.drop = Dropout(config.dropout) if config.dropout else None
+
+    def _drop(self, h: torch.Tensor) -> torch.Tensor:
+        return self.drop(h) if self.drop is not None else h
 
     def _residual(self, x: torch.Tensor, norm: nn.Module, sublayer, post: nn.Module | None = None) -> torch.Tensor:
         if self.pre_norm:
             h = sublayer(norm(x))
-            return x + self.drop(post(h) if post is not None else h)
-        return norm(x + self.drop(sublayer(x)))
+            return x + self._drop(post(h) if post is not None else h)
+        return norm(x + self._drop(sublayer(x)))
 
     def forward(self, x, mask, *, is_causal=False, context=None, context_mask=None, cache=None, layer=0, position=0,
                 rotary=None):
@@ -80,8 +84,8 @@ class Block(nn.Module):
             return self.attn(h, mask, is_causal=is_causal, cache=cache, layer=layer, position=position, rotary=rotary)
 
         if self.parallel:  # GPT-NeoX: both sub-layers read the block input (sum in transformers' order)
-            attended = self.drop(attend(self.attn_norm(x)))
-            return self.drop(self.mlp(self.mlp_norm(x))) + attended + x
+            attended = self._drop(attend(self.attn_norm(x)))
+            return self._drop(self.mlp(self.mlp_norm(x))) + attended + x
         x = self._residual(x, self.attn_norm, attend, self.attn_post_norm)
         if self.cross_attn is not None:
             x = self._residual(x, self.cross_norm,

@@ -81,19 +81,20 @@ class KVCache:
         if in_ring:
             return self._ring_update(index, k, v, position)
         T = k.shape[2]
+        keys, values = self.k[index], self.v[index]  # (B, heads, max_length, head_dim) views of this layer
         if isinstance(position, torch.Tensor):
-            self.k[index].index_copy_(2, position, k)
-            self.v[index].index_copy_(2, position, v)
+            keys.index_copy_(2, position, k)
+            values.index_copy_(2, position, v)
             end = self.length + T
         else:
             end = position + T
             if end > self.max_length:
                 raise RuntimeError(f"KV cache full: {end} positions needed, {self.max_length} allocated")
-            self.k[index, :, :, position:end] = k
-            self.v[index, :, :, position:end] = v
+            keys[:, :, position:end] = k
+            values[:, :, position:end] = v
         if self.static:
-            return self.k[index], self.v[index]
-        return self.k[index, :, :, :end], self.v[index, :, :, :end]
+            return keys, values
+        return keys[:, :, :end], values[:, :, :end]
 
     def _ring_update(self, index: int, k: torch.Tensor, v: torch.Tensor,
                      position: int | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -2,7 +2,7 @@
 
 `linear(x, weight, bias)` is `F.linear` in meaning. On CPU in fp32 or bf16 it runs oneDNN's matmul
 (`layers/onednn.py`; with its own backward when a gradient is needed, a packed weight when one is
-attached); under autocast and on other devices it is `F.linear`. A weight still held as a transposed view
+attached), except fp32 matmuls of a few rows on machines where BLAS runs those faster; under autocast and on other devices it is `F.linear`. A weight still held as a transposed view
 of its checkpoint (`layers/storage.py`) is written out row-major on its first few-row (decoding) or
 gradient-taking call, where that layout is read faster.
 """
@@ -30,6 +30,8 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
         # 2-D in, 2-D out: views made inside a custom Function cannot be modified in place later
         y = onednn.OneDNNLinear.apply(x.reshape(-1, x.shape[-1]), weight, bias)  # (M, out)
         return y.view(*x.shape[:-1], weight.shape[0])
+    if onednn.blas_first(x):
+        return F.linear(x, weight, bias)
     return onednn.matmul(x, onednn.packed(weight), bias)
 
 

@@ -10,11 +10,19 @@ transposed operand in place; oneDNN would copy it).
 `TransformerModel.pack_weights` does for a whole model): inference matmuls then skip the per-call reorder,
 which matters most in bf16 and for a few rows at a time in fp32. The packed copy is used only while the
 weight is unchanged (same version counter, same storage): training, editing or casting the weight drops it.
+
+Which kernel is faster depends on the machine. PyTorch's BLAS is MKL, whose single-row fp32 kernels are
+fast on Intel CPUs and slow elsewhere: on an Intel Xeon VM, `F.linear` ran matmuls of 1-3 rows 1.1-2x faster
+than oneDNN for every decoder shape measured (from 4 rows on oneDNN is as fast or faster), while on an AMD EPYC
+VM oneDNN was ~1.7x faster at one row. So `blas_first(x)` sends fp32 matmuls of up to `BLAS_ROWS` rows to
+`F.linear` where MKL runs on an Intel CPU (`TRIFORMERS_BLAS_FEW_ROWS=0` / `1` overrides the guess); the
+choice is fixed per machine, so a model computes the same numbers in every run there.
 """
 
 from __future__ import annotations
 
 import os
+import platform
 
 import torch
 
@@ -23,6 +31,33 @@ from .storage import row_major
 AVAILABLE = (os.environ.get("TRIFORMERS_ONEDNN", "1") != "0" and torch.backends.mkldnn.is_available()
              and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
 BF16 = AVAILABLE and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+BLAS_ROWS = 3  # up to this many rows, MKL's fp32 matmul beats oneDNN's on Intel CPUs (module docstring)
+
+
+def _cpu_vendor() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def _blas_for_few_rows() -> bool:
+    setting = os.environ.get("TRIFORMERS_BLAS_FEW_ROWS")
+    if setting is not None:
+        return setting != "0"
+    return torch.backends.mkl.is_available() and "Intel" in _cpu_vendor()
+
+
+BLAS_FEW_ROWS = AVAILABLE and _blas_for_few_rows()
+
+
+def blas_first(x: torch.Tensor) -> bool:
+    """Whether this fp32 matmul of few rows runs faster through `F.linear` (MKL) on this machine."""
+    return BLAS_FEW_ROWS and x.dtype == torch.float32 and x.numel() <= BLAS_ROWS * x.shape[-1]
 
 
 def matmul(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
