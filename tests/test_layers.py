@@ -1,4 +1,5 @@
-"""The oneDNN linear path: same values and gradients as F.linear, and usable like any autograd output."""
+"""The layers' fast paths: the oneDNN linear (same values and gradients as F.linear, usable like any autograd
+output, keeping for backward only what a wanted gradient reads), dropout, attention dropout and the RMS norm."""
 
 import pytest
 import torch
@@ -40,6 +41,32 @@ def test_output_can_be_modified_in_place_and_inference_takes_the_kernel(monkeypa
         linear(torch.randn(2, 8), layer.weight, layer.bias)
     assert calls, "CPU inference in fp32 should go through oneDNN"
 
+
+
+@needs_onednn
+@pytest.mark.parametrize("frozen", ["weight", "input"])
+def test_backward_keeps_only_what_a_wanted_gradient_reads(frozen, monkeypatch):
+    """A frozen weight (LoRA's base layer) needs no grad_W, so its layer keeps no input; an input that needs no
+    gradient keeps no weight. grad_x = g W is BLAS's, not a oneDNN call (which would reorder the transposed weight)."""
+    torch.manual_seed(0)
+    layer = Linear(37, 23)
+    layer.weight.requires_grad_(frozen != "weight")
+    x = torch.randn(3, 5, 37, requires_grad=frozen == "weight")
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.data_ptr()) or t, lambda t: t):
+        out = layer(x)
+    assert out.grad_fn.next_functions[0][0].name() == "OneDNNLinearBackward"
+    assert (x.data_ptr() in saved, layer.weight.data_ptr() in saved) == ((False, True) if frozen == "weight"
+                                                                        else (True, False))
+    calls = []
+    kernel = onednn.matmul
+    monkeypatch.setattr(onednn, "matmul", lambda *a: calls.append(1) or kernel(*a))
+    wanted = [x] if frozen == "weight" else [layer.weight, layer.bias]
+    grads = torch.autograd.grad(out.square().sum(), wanted)
+    assert not calls
+    reference = F.linear(x, layer.weight, layer.bias)
+    for got, want in zip(grads, torch.autograd.grad(reference.square().sum(), wanted), strict=True):
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-5)  # fp32 rounding, as the test above
 
 def _tiny_gpt2(dtype=torch.float32):
     import triformers
@@ -171,3 +198,4 @@ def test_rms_norm_fast_path_equals_the_t5_formula():
     y = half(x.detach().to(torch.bfloat16))
     assert y.dtype == torch.bfloat16
     torch.testing.assert_close(y.float(), RMSNorm(64)(x.detach()), atol=2e-2, rtol=2e-2)
+
