@@ -1,5 +1,6 @@
 """The layers' fast paths: the oneDNN linear (same values and gradients as F.linear, usable like any autograd
-output, keeping for backward only what a wanted gradient reads), dropout, attention dropout and the RMS norm."""
+output, keeping for backward only what a wanted gradient reads), dropout, attention dropout, the
+cross-entropy whose backward makes one vocabulary-sized tensor, and the RMS norm."""
 
 import pytest
 import torch
@@ -198,4 +199,44 @@ def test_rms_norm_fast_path_equals_the_t5_formula():
     y = half(x.detach().to(torch.bfloat16))
     assert y.dtype == torch.bfloat16
     torch.testing.assert_close(y.float(), RMSNorm(64)(x.detach()), atol=2e-2, rtol=2e-2)
+
+
+def _new_tensors_of_shape(shape: tuple[int, ...], run) -> int:
+    """How many tensors of `shape` the ops called by `run` allocate (outputs that are none of their inputs)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Count(TorchDispatchMode):
+        made = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            inputs = {a.data_ptr() for a in torch.utils._pytree.tree_leaves((args, kwargs)) if torch.is_tensor(a)}
+            for t in torch.utils._pytree.tree_leaves(out):
+                if torch.is_tensor(t) and tuple(t.shape) == shape and t.data_ptr() not in inputs:
+                    Count.made += 1
+            return out
+
+    with Count():
+        run()
+    return Count.made
+
+
+@pytest.mark.parametrize("ignored", [0.0, 0.3, 1.0])
+def test_cross_entropy_equals_torch_and_its_backward_makes_one_vocabulary_sized_tensor(ignored):
+    from triformers.layers.cross_entropy import cross_entropy
+
+    torch.manual_seed(0)
+    N, V = 64, 500
+    logits = (torch.randn(N, V) * 3).requires_grad_()
+    labels = torch.randint(0, V, (N,))
+    labels[torch.rand(N) < ignored] = -100
+    ours, theirs = cross_entropy(logits, labels), F.cross_entropy(logits, labels, ignore_index=-100)
+    assert torch.equal(ours, theirs) or (ignored == 1.0 and ours.isnan() and theirs.isnan())  # the same two kernels
+    (got,) = torch.autograd.grad(ours, logits, retain_graph=True)
+    (want,) = torch.autograd.grad(theirs, logits, retain_graph=True)
+    # exp(log_p) here, log_softmax's backward kernel's faster exp there: a unit or two in the last place
+    torch.testing.assert_close(got, want, atol=1e-9, rtol=1e-5)
+    assert torch.equal(got[labels == -100], torch.zeros_like(got[labels == -100]))
+    assert _new_tensors_of_shape((N, V), lambda: torch.autograd.grad(ours, logits, retain_graph=True)) == 1
+    assert _new_tensors_of_shape((N, V), lambda: torch.autograd.grad(theirs, logits)) == 2
 
