@@ -1,6 +1,6 @@
 """The layers' fast paths: the oneDNN linear (same values and gradients as F.linear, usable like any autograd
-output, keeping for backward only what a wanted gradient reads), dropout, attention dropout, the
-cross-entropy whose backward makes one vocabulary-sized tensor, and the RMS norm."""
+output, keeping for backward only what a wanted gradient reads), dropout, the cross-entropy and attention
+dropout that keep less for backward, and the RMS norm."""
 
 import pytest
 import torch
@@ -240,3 +240,23 @@ def test_cross_entropy_equals_torch_and_its_backward_makes_one_vocabulary_sized_
     assert _new_tensors_of_shape((N, V), lambda: torch.autograd.grad(ours, logits, retain_graph=True)) == 1
     assert _new_tensors_of_shape((N, V), lambda: torch.autograd.grad(theirs, logits)) == 2
 
+
+def test_attention_dropout_keeps_the_probabilities_not_their_dropped_copy():
+    from triformers.layers.dropout import dropout, dropout_matmul
+
+    torch.manual_seed(0)
+    probs = torch.softmax(torch.randn(2, 3, 6, 6), -1).requires_grad_()
+    v = torch.randn(2, 3, 6, 8, requires_grad=True)
+    saved = []
+    torch.manual_seed(1)
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        ours = dropout_matmul(probs, v, 0.3, True)
+    torch.manual_seed(1)  # the same mask
+    reference = torch.matmul(dropout(probs, 0.3, True), v)
+    assert torch.equal(ours, reference)
+    g = torch.randn_like(ours)
+    for got, want in zip(torch.autograd.grad(ours, (probs, v), g), torch.autograd.grad(reference, (probs, v), g),
+                         strict=True):
+        assert torch.equal(got, want)
+    kept = [t for t in saved if t.shape == probs.shape and t.is_floating_point()]
+    assert [t.data_ptr() for t in kept] == [probs.data_ptr()]  # no second (B, nh, T, Tk) float tensor
