@@ -1,4 +1,6 @@
-"""The oneDNN linear path: same values and gradients as F.linear, and usable like any autograd output."""
+"""The layers' fast paths: the oneDNN linear (same values and gradients as F.linear, usable like any autograd
+output, keeping for backward only what a wanted gradient reads), dropout, the cross-entropy and attention
+dropout that keep less for backward, and the RMS norm."""
 
 import pytest
 import torch
@@ -68,6 +70,32 @@ def test_the_few_row_kernel_choice_follows_the_cpu_and_the_override(monkeypatch)
     for setting, expected in [("0", False), ("1", True)]:
         monkeypatch.setenv("TRIFORMERS_BLAS_FEW_ROWS", setting)
         assert onednn._blas_for_few_rows() is expected
+
+
+@needs_onednn
+@pytest.mark.parametrize("frozen", ["weight", "input"])
+def test_backward_keeps_only_what_a_wanted_gradient_reads(frozen, monkeypatch):
+    """A frozen weight (LoRA's base layer) needs no grad_W, so its layer keeps no input; an input that needs no
+    gradient keeps no weight. grad_x = g W is BLAS's, not a oneDNN call (which would reorder the transposed weight)."""
+    torch.manual_seed(0)
+    layer = Linear(37, 23)
+    layer.weight.requires_grad_(frozen != "weight")
+    x = torch.randn(3, 5, 37, requires_grad=frozen == "weight")
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.data_ptr()) or t, lambda t: t):
+        out = layer(x)
+    assert out.grad_fn.next_functions[0][0].name() == "OneDNNLinearBackward"
+    assert (x.data_ptr() in saved, layer.weight.data_ptr() in saved) == ((False, True) if frozen == "weight"
+                                                                        else (True, False))
+    calls = []
+    kernel = onednn.matmul
+    monkeypatch.setattr(onednn, "matmul", lambda *a: calls.append(1) or kernel(*a))
+    wanted = [x] if frozen == "weight" else [layer.weight, layer.bias]
+    grads = torch.autograd.grad(out.square().sum(), wanted)
+    assert not calls
+    reference = F.linear(x, layer.weight, layer.bias)
+    for got, want in zip(grads, torch.autograd.grad(reference.square().sum(), wanted), strict=True):
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-5)  # fp32 rounding, as the test above
 
 
 def _tiny_gpt2(dtype=torch.float32):
@@ -200,3 +228,64 @@ def test_rms_norm_fast_path_equals_the_t5_formula():
     y = half(x.detach().to(torch.bfloat16))
     assert y.dtype == torch.bfloat16
     torch.testing.assert_close(y.float(), RMSNorm(64)(x.detach()), atol=2e-2, rtol=2e-2)
+
+
+def _new_tensors_of_shape(shape: tuple[int, ...], run) -> int:
+    """How many tensors of `shape` the ops called by `run` allocate (outputs that are none of their inputs)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Count(TorchDispatchMode):
+        made = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            inputs = {a.data_ptr() for a in torch.utils._pytree.tree_leaves((args, kwargs)) if torch.is_tensor(a)}
+            for t in torch.utils._pytree.tree_leaves(out):
+                if torch.is_tensor(t) and tuple(t.shape) == shape and t.data_ptr() not in inputs:
+                    Count.made += 1
+            return out
+
+    with Count():
+        run()
+    return Count.made
+
+
+@pytest.mark.parametrize("ignored", [0.0, 0.3, 1.0])
+def test_cross_entropy_equals_torch_and_its_backward_makes_one_vocabulary_sized_tensor(ignored):
+    from triformers.layers.cross_entropy import cross_entropy
+
+    torch.manual_seed(0)
+    N, V = 64, 500
+    logits = (torch.randn(N, V) * 3).requires_grad_()
+    labels = torch.randint(0, V, (N,))
+    labels[torch.rand(N) < ignored] = -100
+    ours, theirs = cross_entropy(logits, labels), F.cross_entropy(logits, labels, ignore_index=-100)
+    assert torch.equal(ours, theirs) or (ignored == 1.0 and ours.isnan() and theirs.isnan())  # the same two kernels
+    (got,) = torch.autograd.grad(ours, logits, retain_graph=True)
+    (want,) = torch.autograd.grad(theirs, logits, retain_graph=True)
+    # exp(log_p) here, log_softmax's backward kernel's faster exp there: a unit or two in the last place
+    torch.testing.assert_close(got, want, atol=1e-9, rtol=1e-5)
+    assert torch.equal(got[labels == -100], torch.zeros_like(got[labels == -100]))
+    assert _new_tensors_of_shape((N, V), lambda: torch.autograd.grad(ours, logits, retain_graph=True)) == 1
+    assert _new_tensors_of_shape((N, V), lambda: torch.autograd.grad(theirs, logits)) == 2
+
+
+def test_attention_dropout_keeps_the_probabilities_not_their_dropped_copy():
+    from triformers.layers.dropout import dropout, dropout_matmul
+
+    torch.manual_seed(0)
+    probs = torch.softmax(torch.randn(2, 3, 6, 6), -1).requires_grad_()
+    v = torch.randn(2, 3, 6, 8, requires_grad=True)
+    saved = []
+    torch.manual_seed(1)
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        ours = dropout_matmul(probs, v, 0.3, True)
+    torch.manual_seed(1)  # the same mask
+    reference = torch.matmul(dropout(probs, 0.3, True), v)
+    assert torch.equal(ours, reference)
+    g = torch.randn_like(ours)
+    for got, want in zip(torch.autograd.grad(ours, (probs, v), g), torch.autograd.grad(reference, (probs, v), g),
+                         strict=True):
+        assert torch.equal(got, want)
+    kept = [t for t in saved if t.shape == probs.shape and t.is_floating_point()]
+    assert [t.data_ptr() for t in kept] == [probs.data_ptr()]  # no second (B, nh, T, Tk) float tensor

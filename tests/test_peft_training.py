@@ -10,6 +10,7 @@ import torch
 
 import triformers
 from triformers import Trainer, TrainingArguments
+from triformers.layers import onednn
 from triformers.layers.int8 import quantize_int8
 from triformers.peft import LoraConfig, PeftModel, get_peft_model
 from triformers.training.checkpoints import latest_checkpoint, read_state
@@ -102,3 +103,29 @@ def test_trainer_checkpoints_and_exports_the_adapter_and_resumes_exactly(pretrai
     reloaded = PeftModel.from_pretrained(copy.deepcopy(pretrained), tmp_path / "a")  # the exported adapter
     held_out = progressions(3, 32, 3)
     assert held_out_loss(reloaded, held_out) == pytest.approx(held_out_loss(straight.model, held_out), abs=1e-6)
+
+
+
+@pytest.mark.skipif(not onednn.AVAILABLE, reason="this torch build has no oneDNN (mkldnn)")
+def test_a_lora_step_keeps_no_input_of_a_frozen_layer(pretrained):
+    """LoRA on c_attn alone: every other linear layer is frozen, so backward needs their inputs for nothing (there is
+    no grad_W to compute): none of the linear layers that backward passes through keeps its input (c_attn's base
+    neither: the adapter keeps its own dropped copy), and the gradient still reaches the first layer's adapter (its
+    B; A's gradient is zero while B is at its zero init)."""
+    model = get_peft_model(copy.deepcopy(pretrained), LoraConfig(r=4, target_modules=["c_attn"], lora_dropout=0.1))
+    model.train()
+    ids = torch.stack([row["input_ids"] for row in progressions(3, 4, 5)])
+    loss = model(input_ids=ids, labels=ids).loss
+    linears, stack, seen = [], [loss.grad_fn], set()
+    while stack:  # the autograd graph, from the loss down
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        if node.name() == "OneDNNLinearBackward":
+            linears.append(node)
+        stack += [f for f, _ in node.next_functions]
+    assert len(linears) == 3 + 4 + 1  # layer 0's out, up, down (its qkv reads frozen embeddings); layer 1's 4; LM head
+    assert [node.saved_tensors[0] for node in linears] == [None] * len(linears)  # (x, weight): no x
+    loss.backward()
+    assert model.base_model.model.decoder.layers[0].attn.qkv.lora_B["default"]["c_attn"].grad.abs().sum() > 0

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import record
-from .dropout import dropout
+from .dropout import dropout, dropout_matmul
 from .kv_cache import KVCache
 from .linear import Linear
 from .rotary import apply_rotary
@@ -154,6 +154,15 @@ def eager_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: tor
     groups, scores = q.k * scale (1/sqrt(hd) by default), softcap c * tanh(scores / c), then the additive mask
     (or causality), softmax (in fp32 under half precision), dropout on the probabilities, times v.
     """
+    probs, v = _probabilities(q, k, v, mask, scale, is_causal, softcap)
+    if dropout_p > 0:
+        probs = dropout(probs, dropout_p, True)
+    return torch.matmul(probs.to(v.dtype), v), probs
+
+
+def _probabilities(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+                   scale: float | None, is_causal: bool, softcap: float | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """`eager_attention`'s probabilities (B, nh, T, Tk) before dropout, and v with its heads repeated."""
     groups = q.shape[1] // k.shape[1]
     if groups > 1:
         k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
@@ -166,13 +175,12 @@ def eager_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: tor
     elif mask is not None:
         scores = scores + mask.to(scores.dtype)  # bf16 under autocast, as SDPA's own inputs would be
     half = scores.dtype in (torch.float16, torch.bfloat16)
-    probs = torch.softmax(scores, dim=-1, dtype=torch.float32 if half else None).to(scores.dtype)
-    if dropout_p > 0:
-        probs = dropout(probs, dropout_p, True)
-    return torch.matmul(probs.to(v.dtype), v), probs
+    return torch.softmax(scores, dim=-1, dtype=torch.float32 if half else None).to(scores.dtype), v
 
 
 def _attention_with_dropout(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
                             is_causal: bool, scale: float | None, p: float) -> torch.Tensor:
-    """Attention with dropout on the probabilities (`eager_attention` with `dropout_p`)."""
-    return eager_attention(q, k, v, mask, scale=scale, is_causal=is_causal, dropout_p=p)[0]
+    """`eager_attention(..., dropout_p=p)[0]` (the same values and mask), keeping for backward the
+    probabilities and the dropout mask but not the dropped probabilities (`dropout_matmul`)."""
+    probs, v = _probabilities(q, k, v, mask, scale, is_causal, None)
+    return dropout_matmul(probs.to(v.dtype), v, p, True)

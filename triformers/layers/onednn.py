@@ -3,8 +3,10 @@
 `torch.ops.mkldnn._linear_pointwise` (the kernel PyTorch's own compiler emits for linear layers) reads an
 ordinary (out, in) weight faster than `F.linear`'s default BLAS path for the shapes of these models (the
 figures are in the README's benchmark notes). The kernel has no autograd of its own, so training goes
-through `OneDNNLinear`, whose backward takes oneDNN for grad_x and BLAS for grad_W (BLAS reads the
-transposed operand in place; oneDNN would copy it).
+through `OneDNNLinear`, whose backward is BLAS: grad_x = g W reads the (out, in) weight as it is (oneDNN
+would take it as a transposed operand and reorder it on every call), and grad_W = g^T x reads the transposed
+operand in place. It keeps for backward only what a wanted gradient reads: x for grad_W, the weight for
+grad_x, so a frozen layer under LoRA holds no activation.
 
 `pack(weight)` keeps a second copy of a weight in oneDNN's blocked layout (what
 `TransformerModel.pack_weights` does for a whole model): inference matmuls then skip the per-call reorder,
@@ -66,12 +68,13 @@ def matmul(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
 
 
 class OneDNNLinear(torch.autograd.Function):
-    """oneDNN matmuls forward and for grad_x = g W (the weight as a transposed view, read in place);
-    grad_W = g^T x through BLAS, which reads a transposed operand without copying it."""
+    """oneDNN's matmul forward; BLAS for grad_x = g W and grad_W = g^T x, each saved operand kept only when
+    the gradient that reads it is wanted (as autograd's own linear does)."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        ctx.save_for_backward(x, weight)
+        wants_x, wants_weight = ctx.needs_input_grad[:2]
+        ctx.save_for_backward(x if wants_weight else None, weight if wants_x else None)
         ctx.has_bias = bias is not None
         return matmul(x, weight, bias)
 
@@ -81,7 +84,7 @@ class OneDNNLinear(torch.autograd.Function):
         grad2 = grad.contiguous()  # (M, out); x is (M, in)
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
-            grad_x = matmul(grad2, weight.t())  # (M, in)
+            grad_x = torch.mm(grad2, weight)  # (M, in)
         if ctx.needs_input_grad[1]:
             grad_w = torch.mm(grad2.t(), x)  # (out, in)
         if ctx.has_bias and ctx.needs_input_grad[2]:

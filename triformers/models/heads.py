@@ -13,6 +13,7 @@ from torch import nn
 from ..config import ModelConfig
 from ..errors import InputError
 from ..layers.block import ACTIVATIONS
+from ..layers.cross_entropy import cross_entropy
 from ..layers.dropout import Dropout
 from ..layers.linear import Linear, linear
 from ..layers.norms import make_norm
@@ -139,9 +140,10 @@ def check_labels(labels: torch.Tensor, shape: tuple[int, ...], classes: int) -> 
 
 
 def token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy over (B, T, V) logits with -100 ignored; computed in fp32."""
+    """Cross-entropy over (B, T, V) logits with -100 ignored; computed in fp32 (`layers.cross_entropy`: one
+    vocabulary-sized gradient in backward, not two)."""
     check_labels(labels, logits.shape[:-1], logits.shape[-1])
-    return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
+    return cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
 
 
 def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
