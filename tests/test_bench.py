@@ -70,3 +70,23 @@ def test_table_has_the_machine_and_the_row(smoke_run):
     assert "| case | baseline | transformers | triformers | speed-up (target) | share of floor | check |" in stdout
     assert "Machine: " in stdout and "threads" in stdout and "torch " in stdout
     assert "| tiny-gpt2 b1 fp32 |" in stdout
+
+
+def test_linear_kernels_compares_every_shape_at_every_row_count():
+    from triformers.layers import onednn
+
+    if not onednn.AVAILABLE:
+        pytest.skip("this torch build has no oneDNN")
+    proc = subprocess.run([sys.executable, "-m", "bench.linear_kernels", "--rows", "1,4", "--copies", "1", "--reps", "1"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    sys.path.insert(0, str(ROOT))  # the bench folder beside the package
+    from bench.linear_kernels import SHAPES
+
+    assert f"MKL up to {onednn.BLAS_ROWS if onednn.BLAS_FEW_ROWS else 0} rows" in lines[0]
+    table = {line[:18].strip(): line[18:].split() for line in lines[2:]}
+    assert set(table) == set(SHAPES)
+    for cells in table.values():  # one dnn/packed ratio pair per row count, each a positive number
+        assert len(cells) == 2
+        assert all(float(v) > 0 for cell in cells for v in cell.removesuffix("pk").split("/"))
