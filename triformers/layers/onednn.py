@@ -1,8 +1,9 @@
 """oneDNN's CPU matmul for linear layers, and weights packed in its blocked layout.
 
 `torch.ops.mkldnn._linear_pointwise` (the kernel PyTorch's own compiler emits for linear layers) reads an
-ordinary (out, in) weight faster than `F.linear`'s default BLAS path for the shapes of these models (the
-figures are in the README's benchmark notes). The kernel has no autograd of its own, so training goes
+ordinary (out, in) weight faster than `F.linear`'s default BLAS path for the shapes of these models on the
+machines measured, except fp32 matmuls of a few rows on Intel CPUs (below; the figures are in the README's
+benchmark notes). The kernel has no autograd of its own, so training goes
 through `OneDNNLinear`, whose backward is BLAS: grad_x = g W reads the (out, in) weight as it is (oneDNN
 would take it as a transposed operand and reorder it on every call), and grad_W = g^T x reads the transposed
 operand in place. It keeps for backward only what a wanted gradient reads: x for grad_W, the weight for
@@ -14,9 +15,10 @@ which matters most in bf16 and for a few rows at a time in fp32. The packed copy
 weight is unchanged (same version counter, same storage): training, editing or casting the weight drops it.
 
 Which kernel is faster depends on the machine. PyTorch's BLAS is MKL, whose single-row fp32 kernels are
-fast on Intel CPUs and slow elsewhere: on an Intel Xeon VM, `F.linear` ran matmuls of 1-3 rows 1.1-2x faster
-than oneDNN for every decoder shape measured (from 4 rows on oneDNN is as fast or faster), while on an AMD EPYC
-VM oneDNN was ~1.7x faster at one row. So `blas_first(x)` sends fp32 matmuls of up to `BLAS_ROWS` rows to
+fast on Intel CPUs and slow elsewhere: on an Intel Xeon VM, oneDNN took 1.0-2.0x `F.linear`'s time at 1-3
+rows for every block matrix of SmolLM2, GPT-2 and Qwen2.5 (from 4-8 rows on it was as fast or faster for the
+wide ones and the LM heads; `python -m bench.linear_kernels`), while on an AMD EPYC VM oneDNN was ~1.7x
+faster at one row. So `blas_first(x)` sends fp32 matmuls of up to `BLAS_ROWS` rows to
 `F.linear` where MKL runs on an Intel CPU (`TRIFORMERS_BLAS_FEW_ROWS=0` / `1` overrides the guess); the
 choice is fixed per machine, so a model computes the same numbers in every run there.
 """
