@@ -240,10 +240,13 @@ def test_return_dict_fields_match_transformers(models):
         assert type(got).__name__ == type(expected).__name__
         assert set(got.keys()) == set(expected.keys()) - {"cache"}  # triformers does not hand its cache out
         assert torch.equal(got.sequences, expected.sequences)
-        for name in ("scores", "logits"):  # float32 math in both: equal within 1e-5
+        # float32 math in both: equal within 1e-5 of the logits' size (these initialisations make logits of
+        # ~15, where both libraries lie ~1e-4 from a float64 run and the kernels' summation order shows)
+        for name in ("scores", "logits"):
             assert len(got[name]) == len(expected[name])
             for mine, theirs in zip(got[name], expected[name], strict=True):
-                torch.testing.assert_close(mine, theirs, atol=1e-5, rtol=1e-5)
+                size = max(1.0, theirs[theirs.isfinite()].abs().max().item())
+                torch.testing.assert_close(mine, theirs, atol=1e-5 * size, rtol=0)
         if "num_beams" in mode:
             assert torch.equal(got.beam_indices, expected.beam_indices)
             torch.testing.assert_close(got.sequences_scores, expected.sequences_scores, atol=1e-5, rtol=1e-5)
