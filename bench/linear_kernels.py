@@ -48,9 +48,9 @@ def main() -> None:
         cells = []
         for r in rows:
             x = torch.randn(r, inner)
-            kernels = {"mkl": lambda: [F.linear(x, w) for w in weights],
-                       "dnn": lambda: [onednn.matmul(x, w) for w in weights],
-                       "packed": lambda: [onednn.matmul(x, w) for w in packed]}
+            kernels = {"mkl": lambda x=x, weights=weights: [F.linear(x, w) for w in weights],
+                       "dnn": lambda x=x, weights=weights: [onednn.matmul(x, w) for w in weights],
+                       "packed": lambda x=x, packed=packed: [onednn.matmul(x, w) for w in packed]}
             best = {k: float("inf") for k in kernels}
             for _ in range(args.reps):
                 for k, run in kernels.items():

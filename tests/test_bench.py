@@ -77,8 +77,8 @@ def test_linear_kernels_compares_every_shape_at_every_row_count():
 
     if not onednn.AVAILABLE:
         pytest.skip("this torch build has no oneDNN")
-    proc = subprocess.run([sys.executable, "-m", "bench.linear_kernels", "--rows", "1,4", "--copies", "1", "--reps", "1"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    command = [sys.executable, "-m", "bench.linear_kernels", "--rows", "1,4", "--copies", "1", "--reps", "1"]
+    proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.splitlines()
     sys.path.insert(0, str(ROOT))  # the bench folder beside the package

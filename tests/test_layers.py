@@ -182,6 +182,32 @@ def test_dropout_keeps_1_minus_p_scales_and_masks_the_gradient_alike():
     assert torch.equal(Dropout(0.0).train()(x), x)
 
 
+def test_dropout_mask_is_a_32_bit_draw_seeded_by_torch():
+    from triformers.layers.dropout import keep_mask
+
+    def _keep(x, p):
+        return keep_mask(x.shape, p)
+
+    x = torch.empty(1 << 24)
+    # p = 1.5 / 65536: a high word below 1 always drops, one equal to 1 drops half the time (the tie path);
+    # comparing the high word alone would drop 1/65536: 256 of 2^24 expected against 384 (sd ~20)
+    torch.manual_seed(0)
+    dropped = (~_keep(x, 1.5 / 65536)).sum().item()
+    assert abs(dropped - 384) < 5 * 384**0.5, dropped
+    for p in (0.05, 0.1, 0.5, 0.9):
+        kept = _keep(x, p).float().mean().item()
+        assert abs(kept - (1 - p)) < 5 * (p * (1 - p) / x.numel()) ** 0.5, (p, kept)
+    assert _keep(x, 1e-300).all()  # p rounds to 0 in 2^-32 steps
+    torch.manual_seed(3)
+    first, second = _keep(x[:1000], 0.3), _keep(x[:1000], 0.3)
+    torch.manual_seed(3)
+    assert torch.equal(_keep(x[:1000], 0.3), first) and not torch.equal(first, second)  # torch's seed governs
+    with torch.random.fork_rng():
+        _keep(x[:10], 0.3)
+    assert torch.equal(_keep(x[:1000], 0.3), second)  # a forked draw leaves the stream where it was
+    assert _keep(torch.empty(2, 3, 5), 0.3).shape == (2, 3, 5)
+
+
 @pytest.mark.parametrize("kind", ["causal", "mask", "none"])
 def test_attention_dropout_path_matches_sdpa_and_drops_probabilities(kind, monkeypatch):
     from triformers.layers import attention as attention_module
@@ -270,22 +296,60 @@ def test_cross_entropy_equals_torch_and_its_backward_makes_one_vocabulary_sized_
     assert _new_tensors_of_shape((N, V), lambda: torch.autograd.grad(theirs, logits)) == 2
 
 
-def test_attention_dropout_keeps_the_probabilities_not_their_dropped_copy():
-    from triformers.layers.dropout import dropout, dropout_matmul
+def _alive_after(run, shape, of=None):
+    """(run's result, how many float tensors of `shape` the ops inside `run` made are still alive after it;
+    views of `of` not counted)."""
+    import gc
+    import weakref
+
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    refs = []
+
+    class Track(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            refs.extend(weakref.ref(t) for t in torch.utils._pytree.tree_leaves(out)
+                        if torch.is_tensor(t) and tuple(t.shape) == shape and t.is_floating_point()
+                        and (of is None or t.untyped_storage().data_ptr() != of.untyped_storage().data_ptr()))
+            return out
+
+    with Track():
+        result = run()
+    gc.collect()
+    return result, sum(r() is not None for r in refs)
+
+
+@pytest.mark.parametrize("kind", ["causal", "mask"])
+def test_attention_dropout_keeps_neither_probabilities_nor_copies_of_q_and_k(kind):
+    from triformers.layers import attention as attention_module
 
     torch.manual_seed(0)
-    probs = torch.softmax(torch.randn(2, 3, 6, 6), -1).requires_grad_()
-    v = torch.randn(2, 3, 6, 8, requires_grad=True)
-    saved = []
+    B, nh, T, hd = 2, 3, 6, 8
+    projected = torch.randn(B, T, 3 * nh * hd, requires_grad=True)  # as the fused qkv projection's output
+    mask = torch.randn(B, 1, T, T) if kind == "mask" else None
+
+    def heads():
+        return projected.view(B, T, 3 * nh, hd).transpose(1, 2).split(nh, dim=1)  # views, not contiguous
+
+    def ours():
+        return attention_module._attention_with_dropout(*heads(), mask, kind == "causal", None, 0.3)
+
     torch.manual_seed(1)
-    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
-        ours = dropout_matmul(probs, v, 0.3, True)
-    torch.manual_seed(1)  # the same mask
-    reference = torch.matmul(dropout(probs, 0.3, True), v)
-    assert torch.equal(ours, reference)
-    g = torch.randn_like(ours)
-    for got, want in zip(torch.autograd.grad(ours, (probs, v), g), torch.autograd.grad(reference, (probs, v), g),
-                         strict=True):
-        assert torch.equal(got, want)
-    kept = [t for t in saved if t.shape == probs.shape and t.is_floating_point()]
-    assert [t.data_ptr() for t in kept] == [probs.data_ptr()]  # no second (B, nh, T, Tk) float tensor
+    y, probabilities = _alive_after(ours, (B, nh, T, T))
+    assert probabilities == 0  # recomputed in backward
+    torch.manual_seed(1)
+    _, head_sized = _alive_after(ours, (B, nh, T, hd), of=projected)
+    assert head_sized == 1  # the output alone: no contiguous copy of q or k waits for backward
+    torch.manual_seed(1)  # the same dropout mask
+    reference = attention_module.eager_attention(*heads(), mask, is_causal=kind == "causal", dropout_p=0.3)[0]
+    assert torch.equal(y, reference)
+    g = torch.randn_like(y)
+    (got,) = torch.autograd.grad(y, projected, g)
+    (want,) = torch.autograd.grad(reference, projected, g)
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
+    with torch.no_grad():  # no graph: no checkpoint either
+        torch.manual_seed(1)
+        assert torch.equal(ours(), y)
+
+

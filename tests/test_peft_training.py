@@ -116,7 +116,7 @@ def test_a_lora_step_keeps_no_input_of_a_frozen_layer(pretrained):
     model.train()
     ids = torch.stack([row["input_ids"] for row in progressions(3, 4, 5)])
     loss = model(input_ids=ids, labels=ids).loss
-    linears, stack, seen = [], [loss.grad_fn], set()
+    linears, heads, stack, seen = [], [], [loss.grad_fn], set()
     while stack:  # the autograd graph, from the loss down
         node = stack.pop()
         if node is None or node in seen:
@@ -124,8 +124,12 @@ def test_a_lora_step_keeps_no_input_of_a_frozen_layer(pretrained):
         seen.add(node)
         if node.name() == "OneDNNLinearBackward":
             linears.append(node)
+        heads += [node] if node.name() == "_LinearCrossEntropyBackward" else []
         stack += [f for f, _ in node.next_functions]
-    assert len(linears) == 3 + 4 + 1  # layer 0's out, up, down (its qkv reads frozen embeddings); layer 1's 4; LM head
+    assert len(linears) == 3 + 4  # layer 0's out, up, down (its qkv reads frozen embeddings); layer 1's 4
     assert [node.saved_tensors[0] for node in linears] == [None] * len(linears)  # (x, weight): no x
+    (head,) = heads  # the LM head and its loss in one (layers.cross_entropy.linear_cross_entropy)
+    x, weight, grad_x, grad_w, grad_b = head.saved_tensors
+    assert x is None and grad_w is None and grad_b is None and grad_x.shape == (ids.numel(), weight.shape[1])
     loss.backward()
     assert model.base_model.model.decoder.layers[0].attn.qkv.lora_B["default"]["c_attn"].grad.abs().sum() > 0

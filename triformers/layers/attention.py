@@ -23,9 +23,10 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from . import record
-from .dropout import dropout, dropout_matmul
+from .dropout import dropout, keep_mask
 from .kv_cache import KVCache
 from .linear import Linear
 from .rotary import apply_rotary
@@ -180,7 +181,20 @@ def _probabilities(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torc
 
 def _attention_with_dropout(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
                             is_causal: bool, scale: float | None, p: float) -> torch.Tensor:
-    """`eager_attention(..., dropout_p=p)[0]` (the same values and mask), keeping for backward the
-    probabilities and the dropout mask but not the dropped probabilities (`dropout_matmul`)."""
+    """`eager_attention(..., dropout_p=p)[0]` (the same values: its probabilities, one dropout mask), keeping
+    for backward only q, k, v (views of the projection's output), the additive mask and the bool dropout mask:
+    backward recomputes the probabilities from them (`torch.utils.checkpoint`; flash attention's trade) instead
+    of holding a float (B, nh, T, Tk) tensor per layer, and matmul's contiguous copies of q and k, from
+    forward to backward (GPT-2's 4x256 batch: 19 MB a layer)."""
+    keep = keep_mask((*q.shape[:-1], k.shape[-2]), p)  # (B, nh, T, Tk)
+    if not torch.is_grad_enabled() or not (q.requires_grad or k.requires_grad or v.requires_grad):
+        return _dropped_attention(q, k, v, mask, keep, is_causal, scale, 1.0 / (1.0 - p))
+    return checkpoint(_dropped_attention, q, k, v, mask, keep, is_causal, scale, 1.0 / (1.0 - p),
+                      use_reentrant=False, preserve_rng_state=False)  # the mask is an input: no RNG is replayed
+
+
+def _dropped_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+                       keep: torch.Tensor, is_causal: bool, scale: float | None, factor: float) -> torch.Tensor:
     probs, v = _probabilities(q, k, v, mask, scale, is_causal, None)
-    return dropout_matmul(probs.to(v.dtype), v, p, True)
+    probs = probs.to(v.dtype)
+    return torch.matmul(probs * keep.to(probs.dtype).mul_(factor), v)  # dropout(probs) @ v, as `dropout` scales

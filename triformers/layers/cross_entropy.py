@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
+from .linear import linear, training_matmul
+
 
 class _CrossEntropy(torch.autograd.Function):
     @staticmethod
@@ -43,3 +45,86 @@ def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int 
     if not torch.is_grad_enabled() or not logits.requires_grad:
         return F.cross_entropy(logits, labels, ignore_index=ignore_index)
     return _CrossEntropy.apply(logits, labels, ignore_index)
+
+
+_CHUNK = 1 << 23  # elements of the logits the fused loss turns into a gradient at a time (32 MB in fp32)
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    """(logits = x W^T + b, their mean cross-entropy over labels), the gradient of the loss computed in forward.
+
+    Right after the logits, each chunk of rows becomes its log-probabilities, its share of the loss and its
+    gradient (softmax - one_hot) / kept, which goes straight into d loss / d x = g W (and g^T x, sum g for a
+    trained W, b): backward only scales those by the loss's incoming gradient. No vocabulary-sized tensor but the
+    logits themselves outlives a chunk, where `cross_entropy` keeps the log-probabilities until backward and
+    then writes their gradient (GPT-2's 4x256 batch: 206 MB each). The logits stay a differentiable output: a
+    gradient reaching them (another loss read them) adds its g W, g^T x, sum g in backward.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, labels: torch.Tensor,
+                ignore_index: int):
+        ctx.set_materialize_grads(False)
+        wants_x, wants_weight, wants_bias = ctx.needs_input_grad[:3]
+        logits = training_matmul(x, weight, bias)  # (N, V): the kernel of a linear layer's training path
+        N, V = logits.shape
+        kept = labels != ignore_index
+        count = int(kept.sum())
+        w = 1.0 / count if count else 0.0  # no row kept: loss nan (as F.cross_entropy), gradient zero
+        grad_x = torch.empty_like(x) if wants_x else None
+        wide = weight.dtype == torch.float32  # a half-precision W's gradient is summed over the chunks in fp32
+        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=x.device) if wants_weight else None
+        grad_b = torch.zeros(V, dtype=torch.float32, device=x.device) if wants_bias else None
+        total = torch.zeros((), dtype=torch.float32, device=x.device)
+        step = max(1, _CHUNK // V)
+        for start in range(0, N, step):
+            rows = slice(start, min(start + step, N))
+            log_p = torch.log_softmax(logits[rows].float(), dim=-1)  # (R, V), a new tensor
+            keep, label = kept[rows], labels[rows]
+            at = keep.nonzero().squeeze(1)
+            total -= log_p[at, label[at]].sum()
+            g = log_p.exp_().mul_(w)  # softmax / kept, then minus 1 / kept at each kept row's label
+            g[at, label[at]] -= w
+            g[~keep] = 0.0
+            g = g.to(weight.dtype)
+            if wants_x:
+                torch.mm(g, weight, out=grad_x[rows])
+            if wants_weight:
+                grad_w.addmm_(g.t(), x[rows]) if wide else grad_w.add_(torch.mm(g.t(), x[rows]))
+            if wants_bias:
+                grad_b += g.sum(0, dtype=torch.float32)
+        loss = total / count if count else torch.full((), float("nan"), device=x.device)
+        ctx.save_for_backward(x if wants_weight else None, weight if wants_x else None, grad_x,
+                              *(None if g is None else g.to(weight.dtype) for g in (grad_w, grad_b)))
+        ctx.has_bias = bias is not None
+        return logits, loss  # the loss in fp32 whatever the logits' dtype, as token_loss computes it
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_logits: torch.Tensor | None, grad_loss: torch.Tensor | None):
+        x, weight, grad_x, grad_w, grad_b = ctx.saved_tensors
+        outs = []
+        for precomputed in (grad_x, grad_w, grad_b):
+            outs.append(None if precomputed is None or grad_loss is None else precomputed * grad_loss)
+        if grad_logits is not None:  # the logits were read by something else as well
+            g = grad_logits.contiguous()
+            extra = (torch.mm(g, weight) if ctx.needs_input_grad[0] else None,
+                     torch.mm(g.t(), x) if ctx.needs_input_grad[1] else None,
+                     g.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None)
+            outs = [e if o is None else (o if e is None else o + e) for o, e in zip(outs, extra, strict=True)]
+        return outs[0], outs[1], outs[2] if ctx.has_bias else None, None, None
+
+
+def linear_cross_entropy(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, labels: torch.Tensor,
+                         ignore_index: int = -100) -> tuple[torch.Tensor, torch.Tensor]:
+    """(linear(x, weight, bias), cross_entropy(those logits in fp32, labels)) for (N, in) x and (N,) labels.
+
+    When a gradient is wanted (and autocast is off), `_LinearCrossEntropy` computes both without keeping a
+    vocabulary-sized tensor for backward; otherwise the two calls themselves."""
+    wanted = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
+                                          or (bias is not None and bias.requires_grad))
+    if (not wanted or torch.is_autocast_enabled(x.device.type) or x.dtype != weight.dtype
+            or (bias is not None and bias.dtype != weight.dtype)):
+        logits = linear(x, weight, bias)
+        return logits, cross_entropy(logits.float(), labels, ignore_index)
+    return _LinearCrossEntropy.apply(x, weight, bias, labels, ignore_index)

@@ -2,9 +2,10 @@
 
 `linear(x, weight, bias)` is `F.linear` in meaning. On CPU in fp32 or bf16 it runs oneDNN's matmul
 (`layers/onednn.py`; with its own backward when a gradient is needed, a packed weight when one is
-attached), except fp32 matmuls of a few rows on machines where BLAS runs those faster; under autocast and on other devices it is `F.linear`. A weight still held as a transposed view
-of its checkpoint (`layers/storage.py`) is written out row-major on its first few-row (decoding) or
-gradient-taking call, where that layout is read faster.
+attached), except fp32 matmuls of a few rows on machines where BLAS runs those faster; under autocast
+and on other devices it is `F.linear`. A weight still held as a transposed view of its checkpoint
+(`layers/storage.py`) is written out row-major on its first few-row (decoding) or gradient-taking call,
+where that layout is read faster.
 """
 
 from __future__ import annotations
@@ -33,6 +34,16 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     if onednn.blas_first(x):
         return F.linear(x, weight, bias)
     return onednn.matmul(x, onednn.packed(weight), bias)
+
+
+def training_matmul(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """The forward kernel `linear` runs when a gradient is wanted (oneDNN where usable), for a custom autograd
+    Function's forward (which records nothing)."""
+    if not weight.is_contiguous() and weight.requires_grad:
+        row_major(weight)
+    if onednn.usable(x, weight, bias):
+        return onednn.matmul(x, weight, bias)
+    return F.linear(x, weight, bias)
 
 
 class Linear(nn.Linear):

@@ -22,7 +22,7 @@ from ..layers.kv_cache import KVCache
 from ..layers.linear import Linear, linear
 from ..layers.masks import MaskPlan
 from .base import TransformerModel
-from .heads import (SequenceClassifier, causal_lm_loss, select_token, sequence_classification_loss,
+from .heads import (SequenceClassifier, lm_outputs, select_token, sequence_classification_loss,
                     token_head_outputs)
 from .outputs import ModelOutput
 from .surface import Call, embeddings
@@ -53,6 +53,13 @@ class DecoderModel(TransformerModel):
         cap = self.config.final_logit_softcap
         return torch.tanh(logits / cap) * cap if cap is not None else logits
 
+    def lm_matrix(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None] | None:
+        """(hidden, weight, bias) when `lm_logits(hidden)` is the one matmul hidden @ weight^T (tied, or an untied
+        Linear: no softcap, no quantized or adapted head), for the fused logits + loss (`heads.lm_outputs`)."""
+        if self.config.final_logit_softcap is not None or not (self.lm_head is None or type(self.lm_head) is Linear):
+            return None
+        return hidden, (self.embed_tokens.weight if self.lm_head is None else self.lm_head.weight), None
+
     def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
                 position_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None,
                 cache: KVCache | None = None, logits_to_keep: int = 0, check: bool = True,
@@ -77,9 +84,8 @@ class DecoderModel(TransformerModel):
                                   cache_position=cache_position)  # (B, T, H)
         out = ModelOutput(last_hidden_state=hidden)
         if self.head == "lm":
-            out.logits = self.lm_logits(hidden[:, -logits_to_keep:] if logits_to_keep else hidden)
-            if labels is not None:
-                out.loss = causal_lm_loss(out.logits, labels)
+            out.logits, out.loss = lm_outputs(self, hidden[:, -logits_to_keep:] if logits_to_keep else hidden,
+                                              labels, shift=True)
         elif self.head == "sequence_classification":
             out.logits = self.classifier(select_token(hidden, "last", input_ids, self.config))
             if labels is not None:

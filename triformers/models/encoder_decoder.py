@@ -18,7 +18,7 @@ from ..layers.embedding import Embedding
 from ..layers.linear import Linear, linear
 from ..layers.masks import MaskPlan
 from .base import TransformerModel
-from .heads import SequenceClassifier, select_token, sequence_classification_loss, token_loss
+from .heads import SequenceClassifier, lm_outputs, select_token, sequence_classification_loss
 from .inputs import as_indices, check_context
 from .outputs import ModelOutput
 from .surface import Call, embeddings
@@ -68,6 +68,17 @@ class EncoderDecoderModel(TransformerModel):
         logits = self.lm_head(hidden) if self.lm_head is not None else linear(hidden, self.embed_tokens.weight)
         return logits + self.final_logits_bias if self.final_logits_bias is not None else logits
 
+    def lm_matrix(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None:
+        """(scaled hidden, weight, bias) when `lm_logits(hidden)` is one matmul of those (tied, or an untied
+        Linear; BART's final_logits_bias as the bias), for the fused logits + loss (`heads.lm_outputs`)."""
+        if not (self.lm_head is None or type(self.lm_head) is Linear):
+            return None
+        if self.config.output_scale != 1.0:
+            hidden = hidden * self.config.output_scale
+        weight = self.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
+        bias = None if self.final_logits_bias is None else self.final_logits_bias.view(-1).to(weight.dtype)
+        return hidden, weight, bias
+
     def prepare_decoder_input_ids_from_labels(self, labels: torch.Tensor) -> torch.Tensor:
         """The decoder inputs the forward makes from `labels` (transformers' name: DataCollatorForSeq2Seq calls it)."""
         return shift_right(labels, self.config.decoder_start_token_id, self.config.pad_token_id)
@@ -116,9 +127,8 @@ class EncoderDecoderModel(TransformerModel):
                                   cache_position=cache_position)  # (B, T, H)
         out = ModelOutput(last_hidden_state=hidden, encoder_last_hidden_state=encoder_outputs)
         if self.head == "lm":
-            out.logits = self.lm_logits(hidden[:, -logits_to_keep:] if logits_to_keep else hidden)
-            if labels is not None:
-                out.loss = token_loss(out.logits, labels)
+            out.logits, out.loss = lm_outputs(self, hidden[:, -logits_to_keep:] if logits_to_keep else hidden,
+                                              labels, shift=False)
         elif self.head == "sequence_classification":
             out.logits = self.classifier(select_token(hidden, "eos", input_ids, config))
             if labels is not None:

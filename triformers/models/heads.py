@@ -13,7 +13,7 @@ from torch import nn
 from ..config import ModelConfig
 from ..errors import InputError
 from ..layers.block import ACTIVATIONS
-from ..layers.cross_entropy import cross_entropy
+from ..layers.cross_entropy import cross_entropy, linear_cross_entropy
 from ..layers.dropout import Dropout
 from ..layers.linear import Linear, linear
 from ..layers.norms import make_norm
@@ -151,6 +151,27 @@ def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     not the logits: slicing (B, T, V) logits would copy them forward and zero-fill + copy their gradient."""
     check_labels(labels, logits.shape[:-1], logits.shape[-1])
     return token_loss(logits, F.pad(labels[:, 1:], (0, 1), value=-100))
+
+
+def lm_outputs(model: nn.Module, hidden: torch.Tensor, labels: torch.Tensor | None,
+               shift: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(logits, loss or None) of an LM head over (B, T, H) hidden states: `model.lm_logits(hidden)` and their
+    token loss (next-token where `shift`: `causal_lm_loss`). Where the head is one matrix (`model.lm_matrix`),
+    `linear_cross_entropy` computes both at once, keeping no vocabulary-sized tensor for backward but the
+    logits returned."""
+    matrix = None if labels is None else model.lm_matrix(hidden)
+    if matrix is None:
+        logits = model.lm_logits(hidden)
+        if labels is None:
+            return logits, None
+        return logits, causal_lm_loss(logits, labels) if shift else token_loss(logits, labels)
+    hidden, weight, bias = matrix
+    V = weight.shape[0]
+    check_labels(labels, hidden.shape[:-1], V)
+    if shift:  # position t predicts label t+1 (see causal_lm_loss)
+        labels = F.pad(labels[:, 1:], (0, 1), value=-100)
+    logits, loss = linear_cross_entropy(hidden.reshape(-1, hidden.shape[-1]), weight, bias, labels.reshape(-1))
+    return logits.view(*hidden.shape[:-1], V), loss
 
 
 def span_loss(start_logits, end_logits, start_positions, end_positions) -> torch.Tensor:
