@@ -296,9 +296,9 @@ def test_cross_entropy_equals_torch_and_its_backward_makes_one_vocabulary_sized_
     assert _new_tensors_of_shape((N, V), lambda: torch.autograd.grad(theirs, logits)) == 2
 
 
-def _alive_after(run, shape, of=None):
-    """(run's result, how many float tensors of `shape` the ops inside `run` made are still alive after it;
-    views of `of` not counted)."""
+def _alive_after(run, shape):
+    """(run's result, how many float tensors of `shape` with storage of their own (not views into a larger
+    buffer) the ops inside `run` made are still alive after it)."""
     import gc
     import weakref
 
@@ -311,13 +311,13 @@ def _alive_after(run, shape, of=None):
             out = func(*args, **(kwargs or {}))
             refs.extend(weakref.ref(t) for t in torch.utils._pytree.tree_leaves(out)
                         if torch.is_tensor(t) and tuple(t.shape) == shape and t.is_floating_point()
-                        and (of is None or t.untyped_storage().data_ptr() != of.untyped_storage().data_ptr()))
+                        and t.untyped_storage().nbytes() == t.numel() * t.element_size())
             return out
 
     with Track():
         result = run()
     gc.collect()
-    return result, sum(r() is not None for r in refs)
+    return result, len({r().untyped_storage().data_ptr() for r in refs if r() is not None})
 
 
 @pytest.mark.parametrize("kind", ["causal", "mask"])
@@ -339,7 +339,7 @@ def test_attention_dropout_keeps_neither_probabilities_nor_copies_of_q_and_k(kin
     y, probabilities = _alive_after(ours, (B, nh, T, T))
     assert probabilities == 0  # recomputed in backward
     torch.manual_seed(1)
-    _, head_sized = _alive_after(ours, (B, nh, T, hd), of=projected)
+    _, head_sized = _alive_after(ours, (B, nh, T, hd))
     assert head_sized == 1  # the output alone: no contiguous copy of q or k waits for backward
     torch.manual_seed(1)  # the same dropout mask
     reference = attention_module.eager_attention(*heads(), mask, is_causal=kind == "causal", dropout_p=0.3)[0]
@@ -353,3 +353,42 @@ def test_attention_dropout_keeps_neither_probabilities_nor_copies_of_q_and_k(kin
         assert torch.equal(ours(), y)
 
 
+
+
+def test_dropout_linear_keeps_x_and_the_mask_not_the_dropped_copy():
+    from triformers.layers.dropout import dropout, dropout_linear
+
+    torch.manual_seed(0)
+    x = torch.randn(4, 5, 16, requires_grad=True)
+    A = torch.randn(3, 16, requires_grad=True)
+    torch.manual_seed(1)
+    y, copies = _alive_after(lambda: dropout_linear(x, A, 0.3, True), tuple(x.shape))
+    assert copies == 0  # the dropped x is recomputed in backward
+    torch.manual_seed(1)  # the same mask
+    reference = F.linear(dropout(x, 0.3, True), A)
+    assert torch.equal(y, reference)
+    g = torch.randn_like(y)
+    for got, want in zip(torch.autograd.grad(y, (x, A), g), torch.autograd.grad(reference, (x, A), g), strict=True):
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-6)
+    assert torch.equal(dropout_linear(x, A, 0.3, False), F.linear(x, A))  # eval: no dropout
+
+
+def test_gated_mlp_recomputes_its_activation_in_backward():
+    from types import SimpleNamespace
+
+    from triformers.layers.mlp import MLP
+
+    config = SimpleNamespace(hidden_size=16, intermediate_size=24, gated_mlp=True, activation="gelu_tanh",
+                             activation_dropout=0.0, mlp_down_fp32=False, layer_bias=lambda part: False)
+    torch.manual_seed(0)
+    mlp = MLP(config)
+    x = torch.randn(2, 7, 16, requires_grad=True)
+    y, inner = _alive_after(lambda: mlp(x), (2, 7, 24))
+    assert inner == 1  # act(gate) * up, the input `down` keeps; not act(gate) beside it
+    gate, up = F.linear(x, mlp.gate_up.weight).split(24, dim=-1)
+    reference = F.linear(F.gelu(gate, approximate="tanh") * up, mlp.down.weight)
+    torch.testing.assert_close(y, reference)
+    g = torch.randn_like(y)
+    params = (x, mlp.gate_up.weight, mlp.down.weight)
+    for got, want in zip(torch.autograd.grad(y, params, g), torch.autograd.grad(reference, params, g), strict=True):
+        torch.testing.assert_close(got, want)

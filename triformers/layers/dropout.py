@@ -7,7 +7,8 @@ so `torch.manual_seed` and `fork_rng` govern the masks as before), four per 64-b
 rare ties with a second word: element-wise it is a 32-bit uniform draw compared with p (P(drop) =
 round(p 2^32) / 2^32, finer than an fp32 `rand`), about 4x faster. The mask is kept as bool for backward (as
 `F.dropout` keeps it), and one multiply applies mask and 1/(1-p) scale each way. Other devices, eval
-mode and p = 0 or 1 are nn.Dropout's own path. Attention's dropout draws its mask here too (`keep_mask`).
+mode and p = 0 or 1 are nn.Dropout's own path. Attention's dropout draws its mask here too (`keep_mask`);
+`dropout_linear` is LoRA's dropout(x) @ A^T, keeping x and the mask rather than the dropped copy.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 
 class _MaskedScale(torch.autograd.Function):
@@ -31,6 +33,36 @@ class _MaskedScale(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):
         (keep,) = ctx.saved_tensors
         return grad * keep.to(grad.dtype).mul_(ctx.scale), None, None
+
+
+class _DroppedLinear(torch.autograd.Function):
+    """F.linear(x * keep * scale, weight), keeping x and the mask for backward rather than the dropped copy."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, keep: torch.Tensor, scale: float, weight: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x, keep, weight)
+        ctx.scale = scale
+        return F.linear(x * keep.to(x.dtype).mul_(scale), weight)
+
+    @staticmethod
+    @once_differentiable  # a second derivative would need the graph of the recomputed product
+    def backward(ctx, grad: torch.Tensor):
+        x, keep, weight = ctx.saved_tensors
+        kept = keep.to(grad.dtype).mul_(ctx.scale)
+        grad_x = torch.matmul(grad, weight).mul_(kept) if ctx.needs_input_grad[0] else None
+        grad_w = None
+        if ctx.needs_input_grad[3]:
+            grad_w = grad.reshape(-1, grad.shape[-1]).t() @ (x * kept).reshape(-1, x.shape[-1])
+        return grad_x, None, None, grad_w
+
+
+def dropout_linear(x: torch.Tensor, weight: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """F.linear(dropout(x, p, training), weight) (the same mask, the same values), keeping x and the mask for
+    backward instead of the dropped copy: LoRA's A, whose input x is kept anyway or shared by several slices
+    (T5's q and v read one x, every decoder layer's cross-attention v the encoder's output)."""
+    if not _fast(x, p, training):
+        return F.linear(dropout(x, p, training), weight)
+    return _DroppedLinear.apply(x, keep_mask(x.shape, p), 1.0 / (1.0 - p), weight)
 
 
 def keep_mask(shape: tuple[int, ...], p: float) -> torch.Tensor:

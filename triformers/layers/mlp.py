@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from ..config import ModelConfig
 from .dropout import Dropout
@@ -43,7 +44,7 @@ class MLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.gate_up is not None:
             gate, up = self.gate_up(x).split(self.inner, dim=-1)
-            h = self.act(gate) * up
+            h = self._gated(gate, up)
         else:
             h = self.act(self.up(x))
         if self.drop is not None:
@@ -53,3 +54,15 @@ class MLP(nn.Module):
         if self.down_fp32 and down is not None and h.dtype != down.dtype:
             return self.down(h.to(down.dtype)).to(x.dtype)
         return self.down(h)
+
+    def _gated(self, gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+        """act(gate) * up. Where a gradient is wanted, backward recomputes act(gate) (`torch.utils.checkpoint`)
+        rather than keeping it beside gate and up, which are views of gate_up's output kept anyway: one
+        (B, T, inner) tensor fewer per layer held from forward to backward, for one activation recomputed."""
+        if torch.is_grad_enabled() and (gate.requires_grad or up.requires_grad):
+            return checkpoint(_gated, self.act, gate, up, use_reentrant=False, preserve_rng_state=False)
+        return _gated(self.act, gate, up)
+
+
+def _gated(act, gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    return act(gate) * up

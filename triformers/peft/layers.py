@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers.dropout import dropout
+from ..layers.dropout import dropout_linear
 from ..layers.int8 import Int8Linear
 from .targets import Part
 
@@ -122,7 +122,7 @@ class LoraLinear(nn.Module):
         for short, piece in self.slices[adapter].items():
             A, B = A_of[short], B_of[short]
             h = x if x.dtype == A.dtype else x.to(A.dtype)
-            h = F.linear(dropout(h, piece.dropout, self.training), A) * piece.scale  # (..., r)
+            h = dropout_linear(h, A, piece.dropout, self.training) * piece.scale  # (..., r)
             y = _add_columns(y, piece.columns, F.linear(h, B))  # (..., out_k) into its columns
         return y
 
