@@ -1,20 +1,23 @@
 """LoRA against full fine-tuning (issue 16): one training step of flan-t5-small and GPT-2 (124M), and the same
 LoRA step in peft 0.21 over transformers.
 
-Four contenders per model, each in a fresh interpreter (a warm process would share its allocator's pages and
-peak): triformers full, triformers LoRA, transformers full, peft + transformers LoRA. Every one loads the same
-random checkpoint of the real shape, builds `torch.optim.AdamW(lr=1e-4, weight_decay=0.01, fused=True)` over its
-trainable parameters, takes the warm-up steps and then the timed ones (training mode, fp32, the batch of the
+Four contenders per model: triformers full, triformers LoRA, transformers full, peft + transformers LoRA. Each
+loads the same random checkpoint of the real shape, builds `torch.optim.AdamW(lr=1e-4, weight_decay=0.01,
+fused=True)` over its trainable parameters and takes training steps (training mode, fp32, the batch of the
 `train/` cases). LoRA: r=16, alpha=32, dropout 0.05 on T5's q, v and GPT-2's c_attn, as the course's lab sets it
-(peft's defaults otherwise). Peak memory: the process's peak resident set (VmHWM, reset once the model is loaded
-and wrapped) during the steps, over its RSS after importing the libraries: the weights, gradients, optimizer state
-and activations of training, without the transient copies of loading.
+(peft's defaults otherwise).
+
+Peak memory: each contender in a fresh interpreter (a warm process would share its allocator's pages and peak),
+the process's peak resident set (VmHWM, reset once the model is loaded and wrapped) over the warm-up and timed
+steps, over its RSS after importing the libraries: the weights, gradients, optimizer state and activations of
+training, without the transient copies of loading. Step time: the four in one process, their steps
+interleaved repetition by repetition (as the other cases time), so that a change in the host's speed between
+processes cannot bias a ratio.
 """
 
 from __future__ import annotations
 
 import json
-import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -85,6 +88,46 @@ print(json.dumps({"times": times, "loss": losses[0], "trainable": sum(p.numel() 
 
 CONTENDERS = [("triformers", "full"), ("triformers", "lora"), ("transformers", "full"), ("transformers", "lora")]
 
+TIMING_SCRIPT = r"""
+import json, sys
+import torch
+from bench.cases.training import ADAMW, make_batch
+from bench.harness import Settings, interleaved
+
+model_name, folder, threads, warmup, reps = sys.argv[1:6]
+lora = json.loads(sys.argv[6])
+torch.set_num_threads(int(threads))
+torch.set_flush_denormal(True)
+import transformers, peft as hf_peft
+import triformers, triformers.peft as tri_peft
+transformers.utils.logging.disable_progress_bar()
+seq2seq = "t5" in model_name
+autos = {"triformers": triformers.AutoModelForSeq2SeqLM if seq2seq else triformers.AutoModelForCausalLM,
+         "transformers": transformers.AutoModelForSeq2SeqLM if seq2seq else transformers.AutoModelForCausalLM}
+wrap = {"triformers": tri_peft, "transformers": hf_peft}
+
+def contender(lib, mode):
+    model = autos[lib].from_pretrained(folder, dtype=torch.float32)
+    if mode == "lora":
+        model = wrap[lib].get_peft_model(model, wrap[lib].LoraConfig(**lora))
+    model.train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], **ADAMW)
+    batch = make_batch(model_name, model.config.vocab_size)
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        loss = model(**batch).loss
+        loss.backward()
+        optimizer.step()
+        return float(loss)
+    return step
+
+steps = {f"{lib} {mode}": contender(lib, mode) for lib, mode in
+         [("triformers", "full"), ("triformers", "lora"), ("transformers", "full"), ("transformers", "lora")]}
+timings, _ = interleaved(steps, Settings(warmup=int(warmup), reps=int(reps)), log=lambda m: print(m, file=sys.stderr))
+print(json.dumps({name: t.samples for name, t in timings.items()}))
+"""
+
 
 def _step_process(lib: str, mode: str, model: str, folder, settings: Settings) -> dict[str, Any]:
     lora = dict(LORA, target_modules=TARGETS[model])
@@ -96,30 +139,47 @@ def _step_process(lib: str, mode: str, model: str, folder, settings: Settings) -
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def _timing_process(model: str, folder, settings: Settings) -> dict[tuple[str, str], list[float]]:
+    lora = dict(LORA, target_modules=TARGETS[model])
+    args = [sys.executable, "-c", TIMING_SCRIPT, model, str(folder), str(settings.threads), str(settings.warmup),
+            str(settings.reps), json.dumps(lora)]
+    proc = subprocess.run(args, capture_output=True, text=True, check=False, cwd=ROOT)
+    if proc.returncode != 0:
+        raise RuntimeError(f"interleaved LoRA steps failed:\n{proc.stderr[-2000:]}")
+    for line in proc.stderr.splitlines():
+        if line.startswith("  rep "):
+            log(line)
+    samples = json.loads(proc.stdout.strip().splitlines()[-1])
+    return {tuple(name.split(" ")): times for name, times in samples.items()}
+
+
 def run_lora(settings: Settings, model: str) -> list[Row]:
     case = f"lora/{model}"
     results: dict[tuple[str, str], dict[str, Any]] = {}
     with temporary_folder() as folder:
         log(f"{case}: building a random checkpoint")
         build_checkpoint(model, folder)
+        memory = Settings(threads=settings.threads, warmup=settings.warmup, reps=min(settings.reps, 2))
         for lib, mode in CONTENDERS:
-            log(f"{case}: {lib} {mode}: {settings.warmup} warm-up + {settings.reps} timed steps")
-            results[lib, mode] = _step_process(lib, mode, model, folder, settings)
+            log(f"{case}: {lib} {mode} in a fresh process (peak memory): {memory.warmup} + {memory.reps} steps")
+            results[lib, mode] = _step_process(lib, mode, model, folder, memory)
             r = results[lib, mode]
-            log(f"  median {statistics.median(r['times']):.3f} s, peak {r['peak'] / 1e6:.0f} MB, "
-                f"{r['trainable']} trainable, first loss {r['loss']:.5f}")
-    tri_full, tri_lora = results["triformers", "full"], results["triformers", "lora"]
-    hf_full, peft_lora = results["transformers", "full"], results["transformers", "lora"]
-    timing = {key: Timing(list(r["times"])) for key, r in results.items()}
+            log(f"  peak {r['peak'] / 1e6:.0f} MB, {r['trainable']} trainable, first loss {r['loss']:.5f}")
+        log(f"{case}: the four in one process, steps interleaved: {settings.warmup} warm-up + {settings.reps} timed")
+        samples = _timing_process(model, folder, settings)
+    tri_lora, peft_lora = results["triformers", "lora"], results["transformers", "lora"]
+    timing = {key: Timing(list(samples[key])) for key in CONTENDERS}
     mb = {key: r["peak"] / 1e6 for key, r in results.items()}
     same = tri_lora["trainable"] == peft_lora["trainable"]
-    note = ("lora: fresh process per contender; AdamW(lr=1e-4, weight_decay=0.01, fused=True) over the trainable "
+    note = ("lora: step times interleaved in one process, peak memory from a fresh process per contender; "
+            "AdamW(lr=1e-4, weight_decay=0.01, fused=True) over the trainable "
             f"parameters; LoRA r=16 alpha=32 dropout 0.05 on {','.join(TARGETS[model])}; peak = VmHWM of the steps "
             "(reset after loading) - RSS after the imports"
             + ("" if all(r["reset"] for r in results.values()) else " (VmHWM not reset)"))
-    side = (f"step: triformers full {statistics.median(tri_full['times']):.3f} s / LoRA "
-            f"{statistics.median(tri_lora['times']):.3f} s, transformers full {statistics.median(hf_full['times']):.3f}"
-            f" s / peft {statistics.median(peft_lora['times']):.3f} s; peak: triformers full "
+    median = {key: t.median for key, t in timing.items()}
+    side = (f"step: triformers full {median['triformers', 'full']:.3f} s / LoRA "
+            f"{median['triformers', 'lora']:.3f} s, transformers full {median['transformers', 'full']:.3f}"
+            f" s / peft {median['transformers', 'lora']:.3f} s; peak: triformers full "
             f"{mb['triformers', 'full']:.0f} / LoRA {mb['triformers', 'lora']:.0f} MB, transformers full "
             f"{mb['transformers', 'full']:.0f} / peft "
             f"{mb['transformers', 'lora']:.0f} MB")
