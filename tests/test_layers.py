@@ -392,3 +392,36 @@ def test_gated_mlp_recomputes_its_activation_in_backward():
     params = (x, mlp.gate_up.weight, mlp.down.weight)
     for got, want in zip(torch.autograd.grad(y, params, g), torch.autograd.grad(reference, params, g), strict=True):
         torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("ignored", [0.0, 0.3, 1.0])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_linear_cross_entropy_equals_linear_then_loss_and_keeps_nothing_vocabulary_sized(ignored, dtype,
+                                                                                       monkeypatch):
+    from triformers.layers import cross_entropy as module
+
+    monkeypatch.setattr(module, "_CHUNK", 1000)  # rows in chunks of 3: several chunks and a short last one
+    torch.manual_seed(0)
+    N, d, V = 37, 16, 301
+    x = torch.randn(N, d, dtype=dtype, requires_grad=True)
+    W = torch.randn(V, d, dtype=dtype, requires_grad=True)
+    b = torch.randn(V, dtype=dtype, requires_grad=True)
+    labels = torch.randint(0, V, (N,))
+    labels[torch.rand(N) < ignored] = -100
+    (logits, loss), vocabulary_sized = _alive_after(lambda: module.linear_cross_entropy(x, W, b, labels), (N, V))
+    assert vocabulary_sized == 1  # the logits returned, nothing else waits for backward
+    ref_logits = F.linear(x, W, b)
+    ref_loss = F.cross_entropy(ref_logits.float(), labels)
+    assert torch.equal(logits, ref_logits) and loss.dtype == torch.float32
+    torch.testing.assert_close(loss, ref_loss, equal_nan=True)
+    tol = dict(atol=1e-6, rtol=1e-5) if dtype == torch.float32 else dict(atol=4e-3, rtol=2e-2)
+    for extra in (0.0, 1.0):  # the loss alone, and the loss plus a second term read from the logits
+        ours = torch.nan_to_num(loss) + extra * logits.float().pow(2).mean()
+        theirs = torch.nan_to_num(ref_loss) + extra * ref_logits.float().pow(2).mean()
+        got = torch.autograd.grad(ours, (x, W, b), retain_graph=True)
+        want = torch.autograd.grad(theirs, (x, W, b), retain_graph=True)
+        for g, w in zip(got, want, strict=True):
+            torch.testing.assert_close(g.float(), w.float(), **tol)
+    xf = x.detach().float().requires_grad_()
+    _, loss = module.linear_cross_entropy(xf, torch.randn(V, d), None, labels)  # a frozen head, as under LoRA
+    assert _new_tensors_of_shape((N, V), lambda: torch.autograd.grad(loss, xf)) == 0  # backward: none at all

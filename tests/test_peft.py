@@ -39,12 +39,22 @@ FAMILIES = {  # name: (transformers class, triformers class, config, LoRA settin
     "bloom": ("BloomForCausalLM", "AutoModelForCausalLM",
               dict(vocab_size=100, hidden_size=32, n_layer=2, n_head=4, bos_token_id=0, eos_token_id=0),
               dict(target_modules=["query_key_value", "dense_4h_to_h"], task_type="CAUSAL_LM", bias="lora_only")),
+    "llama": ("LlamaForCausalLM", "AutoModelForCausalLM",  # q|k|v and gate|up fused in ours, GQA, rotary
+              dict(vocab_size=100, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+                   num_key_value_heads=2, max_position_embeddings=64, bos_token_id=0, eos_token_id=0,
+                   tie_word_embeddings=False),
+              dict(target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+                   task_type="CAUSAL_LM", rank_pattern={"up_proj": 2})),
+    "qwen2": ("Qwen2ForCausalLM", "AutoModelForCausalLM",  # q, k, v with biases: trained bias slices
+              dict(vocab_size=100, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+                   num_key_value_heads=2, max_position_embeddings=64, bos_token_id=0, eos_token_id=0),
+              dict(target_modules=["k_proj", "v_proj", "up_proj"], task_type="CAUSAL_LM", bias="lora_only")),
     "bert": ("BertForSequenceClassification", "AutoModelForSequenceClassification",
              dict(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64),
              dict(target_modules=["query", "value", "dense"], task_type="SEQ_CLS", bias="lora_only")),
 }
 CONFIGS = {"t5": "T5Config", "t5-relu": "T5Config", "bart": "BartConfig", "gpt2": "GPT2Config", "bloom": "BloomConfig",
-           "bert": "BertConfig"}
+           "llama": "LlamaConfig", "qwen2": "Qwen2Config", "bert": "BertConfig"}
 
 
 @pytest.fixture(scope="module")
@@ -155,6 +165,19 @@ def test_merge_unload_and_disable(checkpoints):
     merged = model.merge_and_unload()
     assert type(merged.encoder.layers[0].attn.qkv) is triformers.layers.linear.Linear
     torch.testing.assert_close(logits(merged, "t5", ids), adapted, atol=1e-5, rtol=1e-6)
+
+
+def test_merge_into_llamas_fused_projections(checkpoints):
+    """all-linear on Llama: q, k, v merged into rows of one qkv (k and v of fewer heads), gate and up into gate_up."""
+    base = triformers.AutoModelForCausalLM.from_pretrained(checkpoints["llama"])
+    ids = ids_for(4)
+    torch.manual_seed(0)
+    model = get_peft_model(base, LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False))
+    randomise(model)
+    adapted = logits(model, "llama", ids)
+    merged = model.merge_and_unload()
+    assert type(merged.decoder.layers[0].mlp.gate_up) is triformers.layers.linear.Linear
+    torch.testing.assert_close(logits(merged, "llama", ids), adapted, atol=1e-5, rtol=1e-6)
 
 
 def test_unload_gives_the_base_model_back(checkpoints):
@@ -277,6 +300,9 @@ TARGETS = [  # (family, target_modules): every transformers module name of each 
     ("bert", ["query", "key", "value", "dense"]),
     ("bert", "all-linear"),
     ("bloom", ["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"]),
+    ("llama", "all-linear"),
+    ("llama", r".*layers\.1\.(self_attn\.q_proj|mlp\.gate_proj)"),
+    ("qwen2", ["q_proj", "o_proj", "gate_proj", "down_proj"]),
     ("gpt2", {"target_modules": ["c_attn", "c_fc"], "layers_to_transform": [1]}),
     ("t5", {"target_modules": ["q", "wi_1"], "layers_to_transform": 0, "layers_pattern": "block"}),
 ]

@@ -1,4 +1,4 @@
-"""Cross-entropy over class indices whose backward writes the logits' gradient once.
+"""Cross-entropy over class indices whose backward writes the logits' gradient once, and an LM head fused with it.
 
 `F.cross_entropy(logits, labels)` is `nll_loss(log_softmax(logits))`: backward fills an (N, V) gradient for
 nll_loss (one value per row), then log_softmax's backward makes a second (N, V) tensor from it, while the
@@ -7,6 +7,10 @@ training step (GPT-2's 4x256 batch: 206 MB each). `cross_entropy` computes the s
 kernels, and its backward writes softmax - one_hot, times the mean's weight, straight into one new tensor:
 the gradient autograd's pair computes (grad_in = grad_out - exp(log_p) * sum(grad_out), which for nll_loss's
 one value -w per row is exp(log_p) * w - w at the label), with one vocabulary-sized tensor fewer.
+
+`linear_cross_entropy` goes further where the logits come from one matmul (an LM head): it turns them into
+the loss's gradient chunk by chunk in forward, so nothing vocabulary-sized but the logits themselves is made
+or kept for backward (`models/heads.lm_outputs` takes it for the causal and seq2seq LM losses).
 """
 
 from __future__ import annotations
