@@ -320,6 +320,29 @@ def _alive_after(run, shape):
     return result, len({r().untyped_storage().data_ptr() for r in refs if r() is not None})
 
 
+@pytest.mark.parametrize("kind, groups, dtype", [("causal", 1, torch.float32), ("mask", 1, torch.float32),
+                                                 ("causal", 3, torch.float32), ("mask", 1, torch.bfloat16),
+                                                 ("causal", 3, torch.bfloat16)])
+def test_dropout_attention_backward_is_eager_attentions_exactly(kind, groups, dtype):
+    """The recomputing backward applies the chain rule eager attention's ops would: the same gradients to the
+    bit, grouped-query heads (summed onto their kv head) and bf16 included."""
+    from triformers.layers import attention as attention_module
+
+    torch.manual_seed(0)
+    q = torch.randn(2, 6, 7, 8, dtype=dtype, requires_grad=True)
+    k, v = (torch.randn(2, 6 // groups, 7, 8, dtype=dtype, requires_grad=True) for _ in range(2))
+    mask = torch.randn(2, 1, 7, 7) if kind == "mask" else None
+    torch.manual_seed(1)
+    ours = attention_module._attention_with_dropout(q, k, v, mask, kind == "causal", None, 0.3)
+    torch.manual_seed(1)  # the same dropout mask
+    reference = attention_module.eager_attention(q, k, v, mask, is_causal=kind == "causal", dropout_p=0.3)[0]
+    assert torch.equal(ours, reference)
+    g = torch.randn_like(ours)
+    for got, want in zip(torch.autograd.grad(ours, (q, k, v), g), torch.autograd.grad(reference, (q, k, v), g),
+                         strict=True):
+        assert got.dtype == dtype and torch.equal(got, want)
+
+
 @pytest.mark.parametrize("kind", ["causal", "mask"])
 def test_attention_dropout_keeps_neither_probabilities_nor_copies_of_q_and_k(kind):
     from triformers.layers import attention as attention_module
@@ -348,7 +371,7 @@ def test_attention_dropout_keeps_neither_probabilities_nor_copies_of_q_and_k(kin
     (got,) = torch.autograd.grad(y, projected, g)
     (want,) = torch.autograd.grad(reference, projected, g)
     torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
-    with torch.no_grad():  # no graph: no checkpoint either
+    with torch.no_grad():  # no graph: the forward alone
         torch.manual_seed(1)
         assert torch.equal(ours(), y)
 

@@ -23,7 +23,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
+from torch.autograd.function import once_differentiable
 
 from . import record
 from .dropout import dropout, keep_mask
@@ -164,6 +164,13 @@ def eager_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: tor
 def _probabilities(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
                    scale: float | None, is_causal: bool, softcap: float | None) -> tuple[torch.Tensor, torch.Tensor]:
     """`eager_attention`'s probabilities (B, nh, T, Tk) before dropout, and v with its heads repeated."""
+    scores, _, v = _scores(q, k, v, mask, scale, is_causal, softcap)
+    return _softmax(scores).to(scores.dtype), v
+
+
+def _scores(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, scale: float | None,
+            is_causal: bool, softcap: float | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(masked scores (B, nh, T, Tk), k and v with their heads repeated for the query groups)."""
     groups = q.shape[1] // k.shape[1]
     if groups > 1:
         k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
@@ -175,26 +182,59 @@ def _probabilities(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torc
         scores = torch.where(causal_keep(*scores.shape[-2:], q.device), scores, torch.finfo(scores.dtype).min)
     elif mask is not None:
         scores = scores + mask.to(scores.dtype)  # bf16 under autocast, as SDPA's own inputs would be
+    return scores, k, v
+
+
+def _softmax(scores: torch.Tensor) -> torch.Tensor:
+    """The probabilities, in fp32 under half precision (as transformers' eager attention)."""
     half = scores.dtype in (torch.float16, torch.bfloat16)
-    return torch.softmax(scores, dim=-1, dtype=torch.float32 if half else None).to(scores.dtype), v
+    return torch.softmax(scores, dim=-1, dtype=torch.float32 if half else None)
 
 
 def _attention_with_dropout(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
                             is_causal: bool, scale: float | None, p: float) -> torch.Tensor:
     """`eager_attention(..., dropout_p=p)[0]` (the same values: its probabilities, one dropout mask), keeping
     for backward only q, k, v (views of the projection's output), the additive mask and the bool dropout mask:
-    backward recomputes the probabilities from them (`torch.utils.checkpoint`; flash attention's trade) instead
-    of holding a float (B, nh, T, Tk) tensor per layer, and matmul's contiguous copies of q and k, from
-    forward to backward (GPT-2's 4x256 batch: 19 MB a layer)."""
+    backward recomputes the probabilities from them (flash attention's trade) instead of holding a float
+    (B, nh, T, Tk) tensor per layer, and matmul's contiguous copies of q and k, from forward to backward
+    (GPT-2's 4x256 batch: 19 MB a layer, for one q k^T and softmax more in backward)."""
     keep = keep_mask((*q.shape[:-1], k.shape[-2]), p)  # (B, nh, T, Tk)
-    if not torch.is_grad_enabled() or not (q.requires_grad or k.requires_grad or v.requires_grad):
-        return _dropped_attention(q, k, v, mask, keep, is_causal, scale, 1.0 / (1.0 - p))
-    return checkpoint(_dropped_attention, q, k, v, mask, keep, is_causal, scale, 1.0 / (1.0 - p),
-                      use_reentrant=False, preserve_rng_state=False)  # the mask is an input: no RNG is replayed
+    return _DropoutAttention.apply(q, k, v, mask, keep, is_causal, scale, 1.0 / (1.0 - p))
 
 
-def _dropped_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
-                       keep: torch.Tensor, is_causal: bool, scale: float | None, factor: float) -> torch.Tensor:
-    probs, v = _probabilities(q, k, v, mask, scale, is_causal, None)
-    probs = probs.to(v.dtype)
-    return torch.matmul(probs * keep.to(probs.dtype).mul_(factor), v)  # dropout(probs) @ v, as `dropout` scales
+class _DropoutAttention(torch.autograd.Function):
+    """dropout(softmax(q k^T * scale + mask)) @ v with the dropout mask given; backward recomputes the scores and
+    probabilities (under forward's autocast state, so they are forward's values) and applies the chain rule that
+    autograd would through eager attention's ops."""
+
+    @staticmethod
+    @torch.amp.custom_fwd(device_type="cpu")
+    def forward(ctx, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+                keep: torch.Tensor, is_causal: bool, scale: float | None, factor: float) -> torch.Tensor:
+        ctx.save_for_backward(q, k, v, mask, keep)
+        ctx.is_causal, ctx.scale, ctx.factor = is_causal, scale, factor
+        probs, v = _probabilities(q, k, v, mask, scale, is_causal, None)
+        probs = probs.to(v.dtype)
+        return torch.matmul(probs * keep.to(probs.dtype).mul_(factor), v)  # dropout(probs) @ v, as `dropout`
+
+    @staticmethod
+    @once_differentiable  # a second derivative would need the recomputed graph
+    @torch.amp.custom_bwd(device_type="cpu")
+    def backward(ctx, grad: torch.Tensor):
+        q, k, v, mask, keep = ctx.saved_tensors
+        q, k, v = q.contiguous(), k.contiguous(), v.contiguous()  # each read by several matmuls below: copied once
+        scores, k_all, v_all = _scores(q, k, v, mask, ctx.scale, ctx.is_causal, None)
+        full = _softmax(scores)  # fp32 under half precision
+        probs = full.to(scores.dtype).to(v_all.dtype)
+        kept = keep.to(probs.dtype).mul_(ctx.factor)
+        grad_v = torch.matmul((probs * kept).transpose(-2, -1), grad)  # (B, nh, Tk, hd)
+        grad_probs = torch.matmul(grad, v_all.transpose(-2, -1)).mul_(kept)  # (B, nh, T, Tk)
+        grad_scores = torch._softmax_backward_data(grad_probs.to(full.dtype), full, -1, full.dtype)
+        grad_scores = grad_scores.to(scores.dtype).mul_(q.shape[-1] ** -0.5 if ctx.scale is None else ctx.scale)
+        grad_q = torch.matmul(grad_scores, k_all)  # (B, nh, T, hd)
+        grad_k = torch.matmul(grad_scores.transpose(-2, -1), q)  # (B, nh, Tk, hd)
+        groups = q.shape[1] // k.shape[1]
+        if groups > 1:  # the repeated heads' gradients summed onto their kv head
+            grad_k = grad_k.unflatten(1, (k.shape[1], groups)).sum(2)
+            grad_v = grad_v.unflatten(1, (k.shape[1], groups)).sum(2)
+        return (grad_q.to(q.dtype), grad_k.to(k.dtype), grad_v.to(v.dtype), None, None, None, None, None)
