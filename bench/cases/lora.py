@@ -21,20 +21,62 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
+
+import torch
 
 from ..harness import Row, Settings, Timing, speed_row
 from .common import build_checkpoint, log, temporary_folder
+from .training import ADAMW, make_batch
 
 ROOT = Path(__file__).resolve().parents[2]
 LORA = dict(r=16, lora_alpha=32, lora_dropout=0.05)
 TARGETS = {"flan-t5-small": ["q", "v"], "gpt2-124m": ["c_attn"]}
 MEMORY_TARGET = 0.6  # LoRA's peak under 60% of full fine-tuning's
 
+def import_library(lib: str):
+    """(Auto class for the model, its LoRA module) of `lib`, importing only that library (and peft for
+    transformers): the memory processes measure their RSS after this."""
+    if lib == "triformers":
+        import triformers
+        import triformers.peft as lora_module
+        return triformers, lora_module
+    import peft as lora_module
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
+    _ = transformers.T5ForConditionalGeneration, transformers.GPT2LMHeadModel  # the model modules, imported now
+    return transformers, lora_module
+
+
+def load(lib: str, mode: str, model_name: str, folder, lora: dict[str, Any]):
+    """The contender's model in fp32, with its LoRA adapter when `mode` is "lora"."""
+    library, lora_module = import_library(lib)
+    auto = library.AutoModelForSeq2SeqLM if "t5" in model_name else library.AutoModelForCausalLM
+    model = auto.from_pretrained(folder, dtype=torch.float32)
+    return lora_module.get_peft_model(model, lora_module.LoraConfig(**lora)) if mode == "lora" else model
+
+
+def training_step(model, model_name: str) -> tuple[int, Callable[[], float]]:
+    """(trainable parameter count, one training step returning its loss): AdamW over the trainable parameters."""
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, **ADAMW)
+    batch = make_batch(model_name, model.config.vocab_size)
+
+    def step() -> float:
+        optimizer.zero_grad(set_to_none=True)
+        loss = model(**batch).loss
+        loss.backward()
+        optimizer.step()
+        return float(loss)
+    return sum(p.numel() for p in params), step
+
+
 STEP_SCRIPT = r"""
-import json, sys, time
+import json, sys
 import torch
-from bench.cases.training import ADAMW, make_batch
+from bench.cases.lora import import_library, load, training_step
 
 def memory():
     out = {}
@@ -45,45 +87,24 @@ def memory():
                 out[key] = int(value.split()[0]) * 1024
     return out
 
-lib, mode, model_name, folder, threads, warmup, reps = sys.argv[1:8]
-lora = json.loads(sys.argv[8])
+lib, mode, model_name, folder, threads, steps = sys.argv[1:7]
+lora = json.loads(sys.argv[7])
 torch.set_num_threads(int(threads))
 torch.set_flush_denormal(True)
-if lib == "triformers":
-    import triformers, triformers.peft as peft
-    auto = triformers.AutoModelForSeq2SeqLM if "t5" in model_name else triformers.AutoModelForCausalLM
-else:
-    import transformers, peft
-    transformers.utils.logging.disable_progress_bar()
-    auto = transformers.AutoModelForSeq2SeqLM if "t5" in model_name else transformers.AutoModelForCausalLM
-    transformers.T5ForConditionalGeneration, transformers.GPT2LMHeadModel  # the model modules, imported now
+import_library(lib)
 before = memory()
-model = auto.from_pretrained(folder, dtype=torch.float32)
-if mode == "lora":
-    model = peft.get_peft_model(model, peft.LoraConfig(**lora))
+model = load(lib, mode, model_name, folder, lora)
 try:  # the peak of the steps, not of loading (a loader's transient copies are another case's subject)
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # reset the peak RSS (VmHWM) to the current RSS
     reset = True
 except OSError:
     reset = False
-model.train()
-params = [p for p in model.parameters() if p.requires_grad]
-optimizer = torch.optim.AdamW(params, **ADAMW)
-batch = make_batch(model_name, model.config.vocab_size)
-times, losses = [], []
-for i in range(int(warmup) + int(reps)):
-    start = time.perf_counter()
-    optimizer.zero_grad(set_to_none=True)
-    loss = model(**batch).loss
-    loss.backward()
-    optimizer.step()
-    if i >= int(warmup):
-        times.append(time.perf_counter() - start)
-    losses.append(float(loss))
+trainable, step = training_step(model, model_name)
+losses = [step() for _ in range(int(steps))]
 after = memory()
-print(json.dumps({"times": times, "loss": losses[0], "trainable": sum(p.numel() for p in params),
-                  "peak": after["VmHWM"] - before["VmRSS"], "reset": reset}))
+print(json.dumps({"loss": losses[0], "trainable": trainable, "peak": after["VmHWM"] - before["VmRSS"],
+                  "reset": reset}))
 """
 
 CONTENDERS = [("triformers", "full"), ("triformers", "lora"), ("transformers", "full"), ("transformers", "lora")]
@@ -91,39 +112,15 @@ CONTENDERS = [("triformers", "full"), ("triformers", "lora"), ("transformers", "
 TIMING_SCRIPT = r"""
 import json, sys
 import torch
-from bench.cases.training import ADAMW, make_batch
+from bench.cases.lora import CONTENDERS, load, training_step
 from bench.harness import Settings, interleaved
 
 model_name, folder, threads, warmup, reps = sys.argv[1:6]
 lora = json.loads(sys.argv[6])
 torch.set_num_threads(int(threads))
 torch.set_flush_denormal(True)
-import transformers, peft as hf_peft
-import triformers, triformers.peft as tri_peft
-transformers.utils.logging.disable_progress_bar()
-seq2seq = "t5" in model_name
-autos = {"triformers": triformers.AutoModelForSeq2SeqLM if seq2seq else triformers.AutoModelForCausalLM,
-         "transformers": transformers.AutoModelForSeq2SeqLM if seq2seq else transformers.AutoModelForCausalLM}
-wrap = {"triformers": tri_peft, "transformers": hf_peft}
-
-def contender(lib, mode):
-    model = autos[lib].from_pretrained(folder, dtype=torch.float32)
-    if mode == "lora":
-        model = wrap[lib].get_peft_model(model, wrap[lib].LoraConfig(**lora))
-    model.train()
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], **ADAMW)
-    batch = make_batch(model_name, model.config.vocab_size)
-
-    def step():
-        optimizer.zero_grad(set_to_none=True)
-        loss = model(**batch).loss
-        loss.backward()
-        optimizer.step()
-        return float(loss)
-    return step
-
-steps = {f"{lib} {mode}": contender(lib, mode) for lib, mode in
-         [("triformers", "full"), ("triformers", "lora"), ("transformers", "full"), ("transformers", "lora")]}
+steps = {f"{lib} {mode}": training_step(load(lib, mode, model_name, folder, lora), model_name)[1]
+         for lib, mode in CONTENDERS}
 timings, _ = interleaved(steps, Settings(warmup=int(warmup), reps=int(reps)), log=lambda m: print(m, file=sys.stderr))
 print(json.dumps({name: t.samples for name, t in timings.items()}))
 """
@@ -132,7 +129,7 @@ print(json.dumps({name: t.samples for name, t in timings.items()}))
 def _step_process(lib: str, mode: str, model: str, folder, settings: Settings) -> dict[str, Any]:
     lora = dict(LORA, target_modules=TARGETS[model])
     args = [sys.executable, "-c", STEP_SCRIPT, lib, mode, model, str(folder), str(settings.threads),
-            str(settings.warmup), str(settings.reps), json.dumps(lora)]
+            str(settings.warmup + settings.reps), json.dumps(lora)]
     proc = subprocess.run(args, capture_output=True, text=True, check=False, cwd=ROOT)  # `bench` importable
     if proc.returncode != 0:
         raise RuntimeError(f"{lib} {mode} step failed:\n{proc.stderr[-2000:]}")

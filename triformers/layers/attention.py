@@ -26,7 +26,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from . import record
-from .dropout import dropout, keep_mask
+from .dropout import dropout, keep_mask, scaled
 from .kv_cache import KVCache
 from .linear import Linear
 from .rotary import apply_rotary
@@ -174,8 +174,7 @@ def _scores(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tenso
     groups = q.shape[1] // k.shape[1]
     if groups > 1:
         k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
-    scale = q.shape[-1] ** -0.5 if scale is None else scale
-    scores = torch.matmul(q, k.transpose(-2, -1)) * scale  # (B, nh, T, Tk)
+    scores = torch.matmul(q, k.transpose(-2, -1)) * _scale(q, scale)  # (B, nh, T, Tk)
     if softcap is not None:
         scores = torch.tanh(scores / softcap) * softcap
     if is_causal:
@@ -183,6 +182,10 @@ def _scores(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tenso
     elif mask is not None:
         scores = scores + mask.to(scores.dtype)  # bf16 under autocast, as SDPA's own inputs would be
     return scores, k, v
+
+
+def _scale(q: torch.Tensor, scale: float | None) -> float:
+    return q.shape[-1] ** -0.5 if scale is None else scale  # None: 1/sqrt(head_dim)
 
 
 def _softmax(scores: torch.Tensor) -> torch.Tensor:
@@ -215,7 +218,7 @@ class _DropoutAttention(torch.autograd.Function):
         ctx.is_causal, ctx.scale, ctx.factor = is_causal, scale, factor
         probs, v = _probabilities(q, k, v, mask, scale, is_causal, None)
         probs = probs.to(v.dtype)
-        return torch.matmul(probs * keep.to(probs.dtype).mul_(factor), v)  # dropout(probs) @ v, as `dropout`
+        return torch.matmul(probs * scaled(keep, probs.dtype, factor), v)  # dropout(probs) @ v, as `dropout`
 
     @staticmethod
     @once_differentiable  # a second derivative would need the recomputed graph
@@ -226,11 +229,11 @@ class _DropoutAttention(torch.autograd.Function):
         scores, k_all, v_all = _scores(q, k, v, mask, ctx.scale, ctx.is_causal, None)
         full = _softmax(scores)  # fp32 under half precision
         probs = full.to(scores.dtype).to(v_all.dtype)
-        kept = keep.to(probs.dtype).mul_(ctx.factor)
+        kept = scaled(keep, probs.dtype, ctx.factor)
         grad_v = torch.matmul((probs * kept).transpose(-2, -1), grad)  # (B, nh, Tk, hd)
         grad_probs = torch.matmul(grad, v_all.transpose(-2, -1)).mul_(kept)  # (B, nh, T, Tk)
         grad_scores = torch._softmax_backward_data(grad_probs.to(full.dtype), full, -1, full.dtype)
-        grad_scores = grad_scores.to(scores.dtype).mul_(q.shape[-1] ** -0.5 if ctx.scale is None else ctx.scale)
+        grad_scores = grad_scores.to(scores.dtype).mul_(_scale(q, ctx.scale))
         grad_q = torch.matmul(grad_scores, k_all)  # (B, nh, T, hd)
         grad_k = torch.matmul(grad_scores.transpose(-2, -1), q)  # (B, nh, Tk, hd)
         groups = q.shape[1] // k.shape[1]

@@ -36,11 +36,17 @@ class _CrossEntropy(torch.autograd.Function):
         log_p, labels = ctx.saved_tensors
         kept = labels != ctx.ignore_index  # (N,)
         weight = grad / kept.sum()  # d loss / d log_p at a kept row's label is -weight
-        out = log_p.exp().mul_(weight)  # (N, V): softmax * weight
-        rows = kept.nonzero().squeeze(1)
-        out[rows, labels[rows]] -= weight
-        out.masked_fill_(~kept[:, None], 0.0)  # ignored rows: no gradient (and no inf from an all-ignored batch)
-        return out, None, None
+        return _loss_gradient(log_p.exp(), labels, kept.nonzero().squeeze(1), kept, weight), None, None
+
+
+def _loss_gradient(probs: torch.Tensor, labels: torch.Tensor, rows: torch.Tensor, kept: torch.Tensor,
+                   weight: torch.Tensor | float) -> torch.Tensor:
+    """The mean cross-entropy's gradient, written over the (N, V) softmax `probs`: (probs - one_hot) * weight on
+    the kept `rows`, zero on ignored ones (no gradient, and no inf from an all-ignored batch)."""
+    probs.mul_(weight)
+    probs[rows, labels[rows]] -= weight
+    probs[~kept] = 0.0
+    return probs
 
 
 def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
@@ -87,20 +93,18 @@ class _LinearCrossEntropy(torch.autograd.Function):
             keep, label = kept[rows], labels[rows]
             at = keep.nonzero().squeeze(1)
             total -= log_p[at, label[at]].sum()
-            g = log_p.exp_().mul_(w)  # softmax / kept, then minus 1 / kept at each kept row's label
-            g[at, label[at]] -= w
-            g[~keep] = 0.0
-            g = g.to(weight.dtype)
+            g = _loss_gradient(log_p.exp_(), label, at, keep, w).to(weight.dtype)  # (R, V)
             if wants_x:
                 torch.mm(g, weight, out=grad_x[rows])
-            if wants_weight:
-                grad_w.addmm_(g.t(), x[rows]) if wide else grad_w.add_(torch.mm(g.t(), x[rows]))
+            if wants_weight and wide:
+                grad_w.addmm_(g.t(), x[rows])
+            elif wants_weight:
+                grad_w.add_(torch.mm(g.t(), x[rows]))
             if wants_bias:
                 grad_b += g.sum(0, dtype=torch.float32)
         loss = total / count if count else torch.full((), float("nan"), device=x.device)
         ctx.save_for_backward(x if wants_weight else None, weight if wants_x else None, grad_x,
-                              *(None if g is None else g.to(weight.dtype) for g in (grad_w, grad_b)))
-        ctx.has_bias = bias is not None
+                              *(None if sum_ is None else sum_.to(weight.dtype) for sum_ in (grad_w, grad_b)))
         return logits, loss  # the loss in fp32 whatever the logits' dtype, as token_loss computes it
 
     @staticmethod
@@ -114,9 +118,9 @@ class _LinearCrossEntropy(torch.autograd.Function):
             g = grad_logits.contiguous()
             extra = (torch.mm(g, weight) if ctx.needs_input_grad[0] else None,
                      torch.mm(g.t(), x) if ctx.needs_input_grad[1] else None,
-                     g.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None)
+                     g.sum(0) if ctx.needs_input_grad[2] else None)  # no bias: not wanted
             outs = [e if o is None else (o if e is None else o + e) for o, e in zip(outs, extra, strict=True)]
-        return outs[0], outs[1], outs[2] if ctx.has_bias else None, None, None
+        return *outs, None, None
 
 
 def linear_cross_entropy(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, labels: torch.Tensor,

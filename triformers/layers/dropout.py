@@ -2,7 +2,7 @@
 
 On CPU, `F.dropout` draws its mask with `bernoulli_` and `torch.rand` with one serial Mersenne-Twister call
 per element: either is a visible share of a training step (T5-small's LoRA step spent 22% of its time in
-`torch.rand`). `_keep` draws 16-bit words from numpy's PCG64 (seeded by one draw from torch's generator,
+`torch.rand`). `keep_mask` draws 16-bit words from numpy's PCG64 (seeded by one draw from torch's generator,
 so `torch.manual_seed` and `fork_rng` govern the masks as before), four per 64-bit output, and resolves the
 rare ties with a second word: element-wise it is a 32-bit uniform draw compared with p (P(drop) =
 round(p 2^32) / 2^32, finer than an fp32 `rand`), about 4x faster. The mask is kept as bool for backward (as
@@ -27,12 +27,12 @@ class _MaskedScale(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, keep: torch.Tensor, scale: float) -> torch.Tensor:
         ctx.save_for_backward(keep)
         ctx.scale = scale
-        return x * keep.to(x.dtype).mul_(scale)
+        return x * scaled(keep, x.dtype, scale)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         (keep,) = ctx.saved_tensors
-        return grad * keep.to(grad.dtype).mul_(ctx.scale), None, None
+        return grad * scaled(keep, grad.dtype, ctx.scale), None, None
 
 
 class _DroppedLinear(torch.autograd.Function):
@@ -42,13 +42,13 @@ class _DroppedLinear(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, keep: torch.Tensor, scale: float, weight: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(x, keep, weight)
         ctx.scale = scale
-        return F.linear(x * keep.to(x.dtype).mul_(scale), weight)
+        return F.linear(x * scaled(keep, x.dtype, scale), weight)
 
     @staticmethod
     @once_differentiable  # a second derivative would need the graph of the recomputed product
     def backward(ctx, grad: torch.Tensor):
         x, keep, weight = ctx.saved_tensors
-        kept = keep.to(grad.dtype).mul_(ctx.scale)
+        kept = scaled(keep, grad.dtype, ctx.scale)
         grad_x = torch.matmul(grad, weight).mul_(kept) if ctx.needs_input_grad[0] else None
         grad_w = None
         if ctx.needs_input_grad[3]:
@@ -77,6 +77,11 @@ def keep_mask(shape: tuple[int, ...], p: float) -> torch.Tensor:
         if ties.size:
             keep[ties] = bits.random_raw(-(-ties.size // 4)).view(np.uint16)[:ties.size] >= low
     return torch.from_numpy(keep).view(shape)
+
+
+def scaled(keep: torch.Tensor, dtype: torch.dtype, scale: float) -> torch.Tensor:
+    """The bool mask as the multiplier dropout applies: keep * 1/(1-p), in `dtype`."""
+    return keep.to(dtype).mul_(scale)
 
 
 def _fast(x: torch.Tensor, p: float, training: bool) -> bool:

@@ -60,9 +60,9 @@ class MLP(nn.Module):
         rather than keeping it beside gate and up, which are views of gate_up's output kept anyway: one
         (B, T, inner) tensor fewer per layer held from forward to backward, for one activation recomputed."""
         if torch.is_grad_enabled() and (gate.requires_grad or up.requires_grad):
-            return checkpoint(_gated, self.act, gate, up, use_reentrant=False, preserve_rng_state=False)
-        return _gated(self.act, gate, up)
+            return checkpoint(_act_times, self.act, gate, up, use_reentrant=False, preserve_rng_state=False)
+        return _act_times(self.act, gate, up)
 
 
-def _gated(act, gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+def _act_times(act, gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     return act(gate) * up

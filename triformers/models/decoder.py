@@ -22,7 +22,7 @@ from ..layers.kv_cache import KVCache
 from ..layers.linear import Linear, linear
 from ..layers.masks import MaskPlan
 from .base import TransformerModel
-from .heads import (SequenceClassifier, lm_outputs, select_token, sequence_classification_loss,
+from .heads import (SequenceClassifier, lm_outputs, plain_head_weight, select_token, sequence_classification_loss,
                     token_head_outputs)
 from .outputs import ModelOutput
 from .surface import Call, embeddings
@@ -56,9 +56,10 @@ class DecoderModel(TransformerModel):
     def lm_matrix(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None] | None:
         """(hidden, weight, bias) when `lm_logits(hidden)` is the one matmul hidden @ weight^T (tied, or an untied
         Linear: no softcap, no quantized or adapted head), for the fused logits + loss (`heads.lm_outputs`)."""
-        if self.config.final_logit_softcap is not None or not (self.lm_head is None or type(self.lm_head) is Linear):
+        weight = plain_head_weight(self)
+        if self.config.final_logit_softcap is not None or weight is None:
             return None
-        return hidden, (self.embed_tokens.weight if self.lm_head is None else self.lm_head.weight), None
+        return hidden, weight, None
 
     def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
                 position_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None,

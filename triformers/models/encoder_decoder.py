@@ -18,7 +18,7 @@ from ..layers.embedding import Embedding
 from ..layers.linear import Linear, linear
 from ..layers.masks import MaskPlan
 from .base import TransformerModel
-from .heads import SequenceClassifier, lm_outputs, select_token, sequence_classification_loss
+from .heads import SequenceClassifier, lm_outputs, plain_head_weight, select_token, sequence_classification_loss
 from .inputs import as_indices, check_context
 from .outputs import ModelOutput
 from .surface import Call, embeddings
@@ -71,11 +71,11 @@ class EncoderDecoderModel(TransformerModel):
     def lm_matrix(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None:
         """(scaled hidden, weight, bias) when `lm_logits(hidden)` is one matmul of those (tied, or an untied
         Linear; BART's final_logits_bias as the bias), for the fused logits + loss (`heads.lm_outputs`)."""
-        if not (self.lm_head is None or type(self.lm_head) is Linear):
+        weight = plain_head_weight(self)
+        if weight is None:
             return None
         if self.config.output_scale != 1.0:
             hidden = hidden * self.config.output_scale
-        weight = self.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
         bias = None if self.final_logits_bias is None else self.final_logits_bias.view(-1).to(weight.dtype)
         return hidden, weight, bias
 

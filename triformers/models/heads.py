@@ -150,7 +150,19 @@ def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Next-token loss: position t predicts label t+1. The labels are shifted (the last position gets -100),
     not the logits: slicing (B, T, V) logits would copy them forward and zero-fill + copy their gradient."""
     check_labels(labels, logits.shape[:-1], logits.shape[-1])
-    return token_loss(logits, F.pad(labels[:, 1:], (0, 1), value=-100))
+    return token_loss(logits, next_token_labels(labels))
+
+
+def next_token_labels(labels: torch.Tensor) -> torch.Tensor:
+    """(B, T) labels shifted for a next-token loss: position t gets label t+1, the last position -100."""
+    return F.pad(labels[:, 1:], (0, 1), value=-100)
+
+
+def plain_head_weight(model: nn.Module) -> torch.Tensor | None:
+    """The LM head's matrix when the head is that matrix alone (the tied embeddings, or an untied Linear), else
+    None (a quantized or adapted head is a module of its own to call)."""
+    owner = model.get_output_embeddings()
+    return owner.weight if owner is model.embed_tokens or type(owner) is Linear else None
 
 
 def lm_outputs(model: nn.Module, hidden: torch.Tensor, labels: torch.Tensor | None,
@@ -168,8 +180,8 @@ def lm_outputs(model: nn.Module, hidden: torch.Tensor, labels: torch.Tensor | No
     hidden, weight, bias = matrix
     V = weight.shape[0]
     check_labels(labels, hidden.shape[:-1], V)
-    if shift:  # position t predicts label t+1 (see causal_lm_loss)
-        labels = F.pad(labels[:, 1:], (0, 1), value=-100)
+    if shift:
+        labels = next_token_labels(labels)
     logits, loss = linear_cross_entropy(hidden.reshape(-1, hidden.shape[-1]), weight, bias, labels.reshape(-1))
     return logits.view(*hidden.shape[:-1], V), loss
 
